@@ -1,0 +1,102 @@
+"""The ``dagcache`` command.
+
+Exit codes: 0 success; 1 a dependency or the service failed; 2 bad configuration or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from proxy import __version__, logs
+from proxy.config import Settings, format_validation_error, load_config
+from proxy.errors import ConfigError
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dagcache",
+        description="Caching reverse proxy for the Apache Airflow UI and REST API.",
+    )
+    parser.add_argument("--version", action="version", version=f"dagcache {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("-c", "--config", help="TOML config file (default: $DAGCACHE_CONFIG, else built-in defaults)")
+        return p
+
+    serve = with_config(sub.add_parser("serve", help="run the proxy"))
+    serve.add_argument("--workers", type=int, help="worker processes sharing the port (SO_REUSEPORT)")
+    serve.add_argument("--host", help="listen address (server.host)")
+    serve.add_argument("--port", type=int, help="listen port (server.port)")
+    serve.add_argument("--upstream", help="Airflow api-server/webserver URL (upstream.url)")
+
+    with_config(sub.add_parser("check", help="validate the config and check upstream, Redis and the metadata DB"))
+
+    demo = with_config(sub.add_parser("demo", help="run dagcache in front of a built-in stand-in upstream"))
+    demo.add_argument("--port", type=int, default=8080, help="proxy port (default 8080)")
+    demo.add_argument("--upstream", help="proxy this URL instead of the built-in stand-in")
+    return parser
+
+
+def _override(settings: Settings, section: str, **values: Any) -> Settings:
+    """``settings`` with ``[section]`` keys replaced by command-line values (validated)."""
+    values = {k: v for k, v in values.items() if v is not None}
+    if not values:
+        return settings
+    current: BaseModel = getattr(settings, section)
+    try:
+        updated = type(current).model_validate({**current.model_dump(), **values})
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, "command line", (section,))) from None
+    return settings.model_copy(update={section: updated})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_config(args.config)
+        if args.command == "serve":
+            settings = _override(settings, "server", workers=args.workers, host=args.host, port=args.port)
+            settings = _override(settings, "upstream", url=args.upstream)
+        elif args.command == "demo":
+            settings = _override(settings, "server", port=args.port)
+    except ConfigError as exc:
+        print(f"dagcache: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    logs.configure(settings.log)
+    try:
+        if args.command == "serve":
+            from proxy.supervisor import serve
+
+            return serve(settings)
+        if args.command == "check":
+            return _check(settings)
+        if args.command == "demo":
+            from proxy.demo import run_demo
+
+            return run_demo(settings, upstream=args.upstream)
+    except ConfigError as exc:
+        print(f"dagcache: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return EXIT_OK
+    raise AssertionError(f"unhandled command {args.command}")  # pragma: no cover - argparse restricts it
+
+
+def _check(settings: Settings) -> int:
+    from proxy.checks import render, run_checks
+
+    logging.getLogger().setLevel(logging.WARNING)
+    print("configuration ok")
+    results = asyncio.run(run_checks(settings))
+    print(render(results))
+    return EXIT_FAILED if any(r.ok is False for r in results) else EXIT_OK

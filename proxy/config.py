@@ -1,0 +1,295 @@
+"""Configuration: one TOML file, overridden by ``DAGCACHE_*`` environment variables.
+
+Every key, its default and its meaning is documented in ``config.example.toml``; a test loads that
+file and checks that it lists exactly the keys defined here. Nested keys map to environment variables
+with a double underscore: ``[upstream] url`` is ``DAGCACHE_UPSTREAM__URL``. Precedence, highest first:
+environment, file, default.
+
+:func:`load_config` is the only place that reads the file or the environment. Any problem becomes a
+:class:`~proxy.errors.ConfigError` whose message names the key, the bad value (redacted for secrets)
+and what is allowed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from proxy.errors import ConfigError
+
+ENV_PREFIX = "DAGCACHE_"
+CONFIG_PATH_ENV = "DAGCACHE_CONFIG"
+
+#: Keys whose values are never shown in logs or error messages.
+SECRET_KEYS = frozenset({"redis.url", "redis.password", "database.url"})
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Section):
+    """The client-facing listener."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(8080, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    base_path: str = ""
+    strip_base_path: bool = False
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
+    max_url_length: int = Field(8190, ge=256, le=1_048_576)
+    max_header_size: int = Field(32768, ge=1024, le=1_048_576)
+    max_header_count: int = Field(100, ge=8, le=10_000)
+    max_body_size: int = Field(104_857_600, ge=0)
+    shutdown_grace: float = Field(30.0, ge=0, le=3600)
+    keepalive_timeout: float = Field(75.0, ge=0, le=3600)
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+
+    @field_validator("base_path")
+    @classmethod
+    def _check_base_path(cls, value: str) -> str:
+        value = value.rstrip("/")
+        if value and (not value.startswith("/") or "?" in value or "#" in value or "//" in value):
+            raise ValueError("must be empty or an absolute path such as '/airflow'")
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_trusted(cls, value: object) -> object:
+        # DAGCACHE_SERVER__TRUSTED_PROXIES="10.0.0.0/8,127.0.0.1", like uvicorn's FORWARDED_ALLOW_IPS.
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            if item == "*":
+                continue
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address, a CIDR network or '*'") from None
+        return value
+
+    def trusted_networks(self) -> tuple[Network, ...] | Literal["*"]:
+        """The parsed ``trusted_proxies``; ``"*"`` when every peer is trusted."""
+        if "*" in self.trusted_proxies:
+            return "*"
+        return tuple(ipaddress.ip_network(item, strict=False) for item in self.trusted_proxies)
+
+
+class UpstreamConfig(_Section):
+    """The Airflow api-server (3.x) or webserver (2.x) behind dagcache."""
+
+    url: str = "http://127.0.0.1:8081"
+    host_header: Literal["preserve", "upstream"] = "preserve"
+    connect_timeout: float = Field(5.0, gt=0, le=600)
+    read_timeout: float = Field(120.0, ge=0, le=86_400)
+    pool_size: int = Field(100, ge=1, le=10_000)
+    pool_timeout: float = Field(30.0, gt=0, le=3600)
+    readiness_path: str = "/"
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host, such as 'http://airflow-api-server:8080'")
+        if parts.query or parts.fragment:
+            raise ValueError("must not contain a query or fragment")
+        try:
+            _ = parts.port
+        except ValueError:
+            raise ValueError("has an invalid port") from None
+        return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+
+    @field_validator("readiness_path")
+    @classmethod
+    def _check_path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with '/'")
+        return value
+
+
+class AdminConfig(_Section):
+    """The admin listener: health probes (and, later, metrics and the status page)."""
+
+    enabled: bool = True
+    host: str = "0.0.0.0"
+    port: int = Field(9090, ge=1, le=65535)
+    readiness_cache: float = Field(2.0, ge=0, le=300)
+
+
+class RedisConfig(_Section):
+    """The shared store. Empty ``url``: the embedded in-process store (one process, nothing shared)."""
+
+    url: str = ""
+    password: str = ""
+    connect_timeout: float = Field(1.0, gt=0, le=60)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if value and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be empty (embedded store) or a redis://, rediss:// or unix:// URL")
+        return value
+
+
+class DatabaseConfig(_Section):
+    """Airflow's metadata database (read only)."""
+
+    url: str = ""
+    connect_timeout: float = Field(5.0, gt=0, le=300)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value:
+            return value
+        scheme = urlsplit(value).scheme.split("+", 1)[0]
+        if scheme not in ("postgresql", "postgres", "mysql", "sqlite"):
+            raise ValueError("must be a postgresql://, mysql:// or sqlite:// SQLAlchemy URL (like sql_alchemy_conn)")
+        return value
+
+
+class LogConfig(_Section):
+    """Logging."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+    access_log: bool = True
+
+
+class Settings(BaseSettings):
+    """The whole configuration; frozen once loaded."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    server: ServerConfig = ServerConfig()
+    upstream: UpstreamConfig = UpstreamConfig()
+    admin: AdminConfig = AdminConfig()
+    redis: RedisConfig = RedisConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    log: LogConfig = LogConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's content arrives as init kwargs; the environment overrides it.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _check_ports(self) -> Settings:
+        if self.admin.enabled and self.admin.port == self.server.port:
+            raise ValueError("admin.port must differ from server.port (the admin listener has its own port)")
+        return self
+
+
+def load_config(path: str | Path | None = None) -> Settings:
+    """Read ``path`` (or ``$DAGCACHE_CONFIG``, or nothing), apply ``DAGCACHE_*`` overrides, validate.
+
+    Raises :class:`ConfigError` with an operator-facing message.
+    """
+    if path is None and os.environ.get(CONFIG_PATH_ENV):
+        path = os.environ[CONFIG_PATH_ENV]
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        data = _read_toml(Path(path))
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path} (copy config.example.toml and edit it)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def format_validation_error(exc: ValidationError, source: str, prefix: tuple[str, ...] = ()) -> str:
+    """One line per problem: ``[section] key = value: what is wrong (env DAGCACHE_SECTION__KEY)``.
+
+    ``prefix`` is the location of the validated model inside :class:`Settings` (e.g. ``("server",)``).
+    """
+    lines = [f"invalid configuration ({source}):"]
+    for err in exc.errors(include_url=False):
+        loc = [*prefix, *(str(part) for part in err["loc"])]
+        dotted = ".".join(loc)
+        message = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = f"unknown key; allowed keys here: {', '.join(_allowed_keys(loc[:-1]))}"
+        value = "<redacted>" if dotted in SECRET_KEYS else _short(err.get("input"))
+        if len(loc) >= 2:
+            where = f"[{'.'.join(loc[:-1])}] {loc[-1]}"
+        elif loc:
+            where = loc[0]
+        else:
+            where = "(config)"
+        env_name = ENV_PREFIX + "__".join(part.upper() for part in loc) if loc else ""
+        hint = f" (or env {env_name})" if env_name else ""
+        shown = f" = {value}" if err["type"] != "missing" and loc else ""
+        lines.append(f"  {where}{shown}: {message}{hint}")
+    return "\n".join(lines)
+
+
+def _allowed_keys(section: list[str]) -> list[str]:
+    model: type[BaseModel] = Settings
+    for part in section:
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return sorted(model.model_fields)
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def redact_url(url: str) -> str:
+    """``scheme://user:***@host/...``: the URL with any password replaced, safe to log."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit((parts.scheme, f"{user}:***@{netloc}", parts.path, parts.query, parts.fragment))
