@@ -42,7 +42,9 @@ def map_client_errors() -> Iterator[None]:
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc)
+    text = str(exc).strip()
+    if len(text) > 200:
+        text = text[:200] + "..."
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

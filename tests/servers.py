@@ -1,0 +1,145 @@
+"""Throwaway Redis and PostgreSQL servers for the test suite.
+
+``DAGCACHE_TEST_REDIS_URL`` / ``DAGCACHE_TEST_DATABASE_URL`` point the tests at existing servers;
+without them a private ``redis-server`` / ``postgres`` is started on a free port in a temporary
+directory and removed afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 30.0, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout} s")
+
+
+def _binary(name: str, *extra_dirs: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    for directory in extra_dirs:
+        for path in sorted(Path("/").glob(directory.lstrip("/"))):
+            if (path / name).exists():
+                return str(path / name)
+    raise RuntimeError(f"{name} is not installed (the test suite starts its own {name}; .ci/run installs it)")
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """A Redis URL: ``$DAGCACHE_TEST_REDIS_URL`` or a private ``redis-server``."""
+    if os.environ.get("DAGCACHE_TEST_REDIS_URL"):
+        yield os.environ["DAGCACHE_TEST_REDIS_URL"]
+        return
+    with RedisProcess() as server:
+        yield server.url
+
+
+class RedisProcess:
+    """A private ``redis-server`` that a test may also stop and restart (to simulate an outage)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._dir = tempfile.mkdtemp(prefix="dagcache-redis-")
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._proc = subprocess.Popen(
+            [_binary("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self._dir],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_port(self.port)
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(10)
+            self._proc = None
+
+    def __enter__(self) -> RedisProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """An admin URL ``postgresql://postgres@127.0.0.1:PORT/postgres``: the env's or a private server."""
+    if os.environ.get("DAGCACHE_TEST_DATABASE_URL"):
+        yield os.environ["DAGCACHE_TEST_DATABASE_URL"]
+        return
+    initdb = _binary("initdb", "/usr/lib/postgresql/*/bin")
+    postgres = _binary("postgres", "/usr/lib/postgresql/*/bin")
+    port = free_port()
+    datadir = Path(tempfile.mkdtemp(prefix="dagcache-pg-"))
+    run_as: list[str] = []
+    if os.geteuid() == 0:
+        # PostgreSQL refuses to run as root: run it as the "postgres" system user.
+        user = pwd.getpwnam("postgres")
+        os.chown(datadir, user.pw_uid, user.pw_gid)
+        run_as = ["runuser", "-u", "postgres", "--"]
+    subprocess.run(
+        [*run_as, initdb, "-D", str(datadir / "data"), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    proc = subprocess.Popen(
+        [*run_as, postgres, "-D", str(datadir / "data"), "-p", str(port), "-k", str(datadir),
+         "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200",
+         "-c", "shared_preload_libraries=pg_stat_statements"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port)
+        _wait_postgres_ready(port)
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(datadir, ignore_errors=True)
+
+
+def _wait_postgres_ready(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        probe = subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", "postgres", "-Atc", "SELECT 1"],
+            capture_output=True,
+        )
+        if probe.returncode == 0:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"PostgreSQL on port {port} did not accept connections")
