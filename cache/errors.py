@@ -1,8 +1,8 @@
 """Exceptions of the ``cache`` package::
 
-    CacheError
-    ├── CacheUnavailable   the backend is down or timed out (callers pass the request through)
-    └── CorruptEntry       a stored value has an unknown format or cannot be decoded (read as a miss)
+CacheError
+├── CacheUnavailable   the backend is down or timed out (callers pass the request through)
+└── CorruptEntry       a stored value has an unknown format or cannot be decoded (read as a miss)
 """
 
 from __future__ import annotations

@@ -41,7 +41,10 @@ class _ProxyRequestHandler(web_protocol.RequestHandler):
             return super().handle_error(request, status, exc, message)
         rejection = _parser_rejection(exc, self.max_line_size)
         log.info(
-            "malformed request from %s -> %d %s", request.remote, rejection.status, rejection.detail,
+            "malformed request from %s -> %d %s",
+            request.remote,
+            rejection.status,
+            rejection.detail,
             extra={"error": rejection.error},
         )
         response = web.json_response({"error": rejection.error, "detail": rejection.detail}, status=rejection.status)

@@ -145,9 +145,7 @@ class Upstream:
         except (TimeoutError, aiohttp.ClientError) as exc:
             # Headers are gone already: the only honest signal left is to cut the connection, so the
             # client sees a truncated body instead of a complete-looking wrong one.
-            log.warning(
-                "upstream body interrupted: %s %s: %s", request.method, request.path, _describe(exc)
-            )
+            log.warning("upstream body interrupted: %s %s: %s", request.method, request.path, _describe(exc))
             upstream.close()
             if request.transport is not None:
                 request.transport.close()
