@@ -137,6 +137,7 @@ class RedisConfig(_Section):
     url: str = ""
     password: str = ""
     connect_timeout: float = Field(1.0, gt=0, le=60)
+    key_prefix: str = Field("dagcache", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
 
     @field_validator("url")
     @classmethod
@@ -163,6 +164,26 @@ class DatabaseConfig(_Section):
         return value
 
 
+class VersionsConfig(_Section):
+    """DAG versions from the metadata DB (one leader polls for the fleet)."""
+
+    poll_interval: float = Field(1.0, gt=0, le=300)
+    lease_ttl: float = Field(5.0, ge=1, le=300)
+    state_max_age: float = Field(60.0, ge=0, le=86_400)
+    max_version_age: float = Field(10.0, gt=0, le=86_400)
+    statement_timeout: float = Field(2.0, gt=0, le=300)
+    ignore_parse_time: bool = True
+    fallback_poll_interval: float = Field(0.0, ge=0, le=3600)
+
+    @model_validator(mode="after")
+    def _check_lease(self) -> VersionsConfig:
+        if self.lease_ttl <= self.poll_interval:
+            raise ValueError("versions.lease_ttl must be longer than versions.poll_interval (renewed every poll)")
+        if self.max_version_age <= self.poll_interval:
+            raise ValueError("versions.max_version_age must be longer than versions.poll_interval")
+        return self
+
+
 class LogConfig(_Section):
     """Logging."""
 
@@ -187,6 +208,7 @@ class Settings(BaseSettings):
     admin: AdminConfig = AdminConfig()
     redis: RedisConfig = RedisConfig()
     database: DatabaseConfig = DatabaseConfig()
+    versions: VersionsConfig = VersionsConfig()
     log: LogConfig = LogConfig()
 
     @classmethod

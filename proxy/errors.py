@@ -5,6 +5,8 @@ The tree, rooted at :class:`ProxyError`::
     ProxyError
     ├── ConfigError              bad configuration; startup stops with exit code 2
     ├── RequestRejected          a client request the proxy refuses (400/413/414/431)
+    ├── VersionLookupError       the metadata DB could not be read; versions keep their last values
+    │   └── NotAnAirflowDatabase the configured database has no Airflow schema
     └── UpstreamError            the upstream could not answer → 502
         ├── UpstreamUnavailable  connect refused/reset, DNS, TLS (also ConnectionError)
         └── UpstreamTimeout      connect or read timeout → 504 (also TimeoutError)
@@ -37,6 +39,14 @@ class RequestRejected(ProxyError):
         self.status = status
         self.error = error
         self.detail = detail
+
+
+class VersionLookupError(ProxyError):
+    """Reading Airflow's metadata DB failed (unreachable, timed out, unexpected schema)."""
+
+
+class NotAnAirflowDatabase(VersionLookupError):
+    """The configured database has neither Airflow 2 nor Airflow 3 tables."""
 
 
 class UpstreamError(ProxyError):

@@ -1,0 +1,1 @@
+"""Airflow-specific knowledge: the metadata DB schema and (later) the route tables per major version."""

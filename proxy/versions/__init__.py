@@ -1,0 +1,1 @@
+"""DAG versions: the pure map model, its Redis layout, and the per-process service."""
