@@ -89,7 +89,21 @@ def worker_main(settings: Settings, worker: int) -> None:
     except OSError as exc:
         log.error("%s", exc.strerror)
         raise SystemExit(EXIT_BIND_FAILED) from None
-    run_async(settings, serve_proxy(settings, sock=sock))
+    parent = os.getppid()
+    run_async(settings, serve_proxy(settings, sock=sock, until=lambda: _signal_or_orphaned(parent)))
+
+
+async def _signal_or_orphaned(parent: int) -> None:
+    """Return on SIGTERM/SIGINT, or when the supervisor died (a worker must never outlive it)."""
+    signalled = asyncio.ensure_future(wait_for_signal())
+    try:
+        while not signalled.done():
+            if os.getppid() != parent:
+                log.error("the supervisor (pid %d) is gone; this worker stops", parent)
+                return
+            await asyncio.wait([signalled], timeout=1.0)
+    finally:
+        signalled.cancel()
 
 
 class _Supervisor:

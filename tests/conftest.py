@@ -17,6 +17,8 @@ from tests.upstream_app import GATES, Gates, make_upstream_app
 
 REPO = Path(__file__).resolve().parent.parent
 
+pytest_plugins = ["tests.airflow.conftest_fixtures"]
+
 
 @pytest.fixture(autouse=True)
 def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -70,8 +70,12 @@ def serve(tmp_path: Path) -> Iterator[object]:
     yield start
     for proc in procs:
         if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
 
 
 def _children(pid: int) -> list[int]:
@@ -163,6 +167,19 @@ async def test_killed_worker_is_restarted(serve, upstream: UpstreamServer):
         assert len(now) == 2 and workers[0] not in now
         async with client.get(served.base + "/api/v2/version") as resp:
             assert resp.status == 200
+
+
+async def test_workers_exit_when_the_supervisor_is_killed(serve, upstream: UpstreamServer):
+    served = serve(upstream.url, "--workers", "2")
+    await asyncio.sleep(1.5)
+    workers = _workers(served.proc.pid)
+    assert len(workers) == 2
+    served.proc.kill()
+    served.proc.wait(5)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_running(pid) for pid in workers):
+        await asyncio.sleep(0.2)
+    assert not [pid for pid in workers if _running(pid)]
 
 
 async def test_admin_probes(serve, upstream: UpstreamServer):
