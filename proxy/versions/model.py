@@ -14,9 +14,9 @@ last change. Hence:
 What changes which version:
 
 * ``definition`` — the DAG's definition fingerprint changed (new or rewritten serialized DAG, new source).
-* ``state`` — the DAG's run/task-instance fingerprint changed, its definition changed (state views embed
-  the definition), a write through the proxy touched it (:func:`bump`), or ``state_max_age`` elapsed (every
-  DAG's state advances once per that period, the bound for transitions the incremental queries cannot see).
+* ``state`` — the DAG's run/task-instance fingerprint changed, its definition or listing changed (single-DAG
+  views embed both), a write through the proxy touched it (:func:`bump`), or ``state_max_age`` elapsed
+  (every DAG's state advances once per that period, the bound for what the incremental queries cannot see).
 * ``global_version`` — the set of DAGs, any DAG's listing fingerprint, import errors, a bump, or the
   ``state_max_age`` period.
 * everything — the Airflow schema revision changed (an upgrade: new JSON shapes).
@@ -127,7 +127,10 @@ def advance(
             changed[dag_id] = DagVersion(tick, tick, now)
             continue
         definition_changed = fingerprint.definition != before.definition
-        if definition_changed or fingerprint.state != before.state or expired:
+        # A listing change (paused, tags, next run) also moves the DAG's state: single-DAG views such as
+        # /api/v2/dags/{id} and its details embed those fields.
+        listing_changed = fingerprint.listing != before.listing
+        if definition_changed or listing_changed or fingerprint.state != before.state or expired:
             changed[dag_id] = DagVersion(
                 tick if definition_changed else current.definition,
                 tick,

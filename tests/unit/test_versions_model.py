@@ -51,7 +51,7 @@ def test_unchanged_poll_changes_nothing_but_freshness():
     [
         ({"a": ("d2", "s1", "l1")}, True, True, False),  # new definition (state views embed it)
         ({"a": ("d1", "s2", "l1")}, False, True, False),  # a run or task instance moved
-        ({"a": ("d1", "s1", "l2")}, False, False, True),  # paused, tags, next run...
+        ({"a": ("d1", "s1", "l2")}, False, True, True),  # paused, tags, next run (single-DAG views show them)
     ],
 )
 def test_each_fingerprint_moves_its_versions_only(change, definition, state_, global_):
