@@ -1,24 +1,33 @@
-"""Composition root: the only place that builds clients (``ClientSession`` now; Redis and the DB engine
-later) and hands them down. State lives under typed ``AppKey``s; resources open and close in
-``cleanup_ctx``.
+"""Composition root: the only place that builds clients (the upstream ``ClientSession``, the Redis client,
+the metadata DB engine) and hands them down. State lives under typed ``AppKey``s; resources open and close
+in ``cleanup_ctx``.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import aiohttp
+import redis.asyncio as aioredis
 from aiohttp import web
 
-from proxy.config import Settings
+from proxy.airflow.source import SqlVersionSource
+from proxy.config import RedisConfig, Settings, redact_url
+from proxy.database import make_engine
 from proxy.handler import ProxyHandler
 from proxy.limits import Limits
 from proxy.upstream import Upstream
+from proxy.versions.redis_store import RedisVersionStore
+from proxy.versions.service import VersionService
+
+log = logging.getLogger("proxy.app")
 
 SETTINGS = web.AppKey("settings", Settings)
 CLIENT_SESSION = web.AppKey("client_session", aiohttp.ClientSession)
 UPSTREAM = web.AppKey("upstream", Upstream)
 HANDLER = web.AppKey("handler", ProxyHandler)
+VERSIONS = web.AppKey("versions", VersionService)
 
 
 def limits_of(settings: Settings) -> Limits:
@@ -60,11 +69,49 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     await session.close()
 
 
+def make_redis(config: RedisConfig) -> aioredis.Redis:
+    """The Redis client for ``config.url`` (redis://, rediss:// or unix://)."""
+    return aioredis.Redis.from_url(
+        config.url,
+        password=config.password or None,
+        socket_connect_timeout=config.connect_timeout,
+        socket_timeout=config.connect_timeout,
+        health_check_interval=10,
+    )
+
+
+async def _versions_ctx(app: web.Application) -> AsyncIterator[None]:
+    """DAG versions, when a metadata DB is configured (otherwise there are none, and nothing is cached)."""
+    settings = app[SETTINGS]
+    if not settings.database.url:
+        yield
+        return
+    engine = make_engine(settings.database, pool_size=1)  # connects lazily: only the leader ever does
+    source = SqlVersionSource(
+        engine,
+        statement_timeout=settings.versions.statement_timeout,
+        ignore_parse_time=settings.versions.ignore_parse_time,
+    )
+    client = make_redis(settings.redis) if settings.redis.url else None
+    store = RedisVersionStore(client, settings.redis.key_prefix) if client is not None else None
+    if store is None:
+        log.info("versions: polling %s from this process (no Redis configured)", redact_url(settings.database.url))
+    service = VersionService(settings.versions, source.poll, store)
+    app[VERSIONS] = service
+    await service.start()
+    yield
+    await service.aclose()
+    if client is not None:
+        await client.aclose()
+    await engine.dispose()
+
+
 def create_app(settings: Settings) -> web.Application:
     """The client-facing proxy application."""
     app = web.Application(client_max_size=settings.server.max_body_size or 2**63)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_upstream_ctx)
+    app.cleanup_ctx.append(_versions_ctx)
 
     app.router.add_route("*", "/{tail:.*}", _handle)
     return app

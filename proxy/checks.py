@@ -12,9 +12,10 @@ from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from proxy.airflow.source import SqlVersionSource
 from proxy.config import Settings, redact_url
 from proxy.database import make_engine
-from proxy.errors import ConfigError
+from proxy.errors import ConfigError, VersionLookupError
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,9 +91,14 @@ async def check_database(settings: Settings) -> CheckResult:
     try:
         async with asyncio.timeout(config.connect_timeout + 5.0), engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
-        return CheckResult("database", target, True, f"SELECT 1 ok in {_ms(start)}")
+        connected = _ms(start)
+        schema = await SqlVersionSource(engine, statement_timeout=settings.versions.statement_timeout).detect()
+        detail = f"connected in {connected}; Airflow {schema.major} schema (alembic revision {schema.revision})"
+        return CheckResult("database", target, True, detail)
     except (SQLAlchemyError, OSError, TimeoutError) as exc:
         return CheckResult("database", target, False, _reason(getattr(exc, "orig", None) or exc))
+    except VersionLookupError as exc:
+        return CheckResult("database", target, False, str(exc))
     finally:
         await engine.dispose()
 

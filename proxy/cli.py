@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from proxy import __version__, logs
 from proxy.config import Settings, format_validation_error, load_config
-from proxy.errors import ConfigError
+from proxy.errors import ConfigError, VersionLookupError
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--upstream", help="Airflow api-server/webserver URL (upstream.url)")
 
     with_config(sub.add_parser("check", help="validate the config and check upstream, Redis and the metadata DB"))
+
+    versions = with_config(sub.add_parser("versions", help="print the DAG version map"))
+    versions.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     demo = with_config(sub.add_parser("demo", help="run dagcache in front of a built-in stand-in upstream"))
     demo.add_argument("--port", type=int, default=8080, help="proxy port (default 8080)")
@@ -80,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve(settings)
         if args.command == "check":
             return _check(settings)
+        if args.command == "versions":
+            return _versions(settings, as_json=args.json)
         if args.command == "demo":
             from proxy.demo import run_demo
 
@@ -100,3 +105,20 @@ def _check(settings: Settings) -> int:
     results = asyncio.run(run_checks(settings))
     print(render(results))
     return EXIT_FAILED if any(r.ok is False for r in results) else EXIT_OK
+
+
+def _versions(settings: Settings, *, as_json: bool) -> int:
+    import time
+
+    from proxy.versions.cli import read_versions
+    from proxy.versions.render import as_json as render_json, as_table
+
+    logging.getLogger().setLevel(logging.WARNING)
+    try:
+        version_map, source, leader = asyncio.run(read_versions(settings))
+    except VersionLookupError as exc:
+        print(f"dagcache: cannot read versions: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    render = render_json if as_json else as_table
+    print(render(version_map, source=source, leader=leader, now=time.time()))
+    return EXIT_OK

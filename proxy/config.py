@@ -152,6 +152,7 @@ class DatabaseConfig(_Section):
 
     url: str = ""
     connect_timeout: float = Field(5.0, gt=0, le=300)
+    prepared_statements: bool = False
 
     @field_validator("url")
     @classmethod

@@ -7,6 +7,8 @@ asyncio driver: asyncpg, aiomysql or aiosqlite.
 
 from __future__ import annotations
 
+import uuid
+
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -33,14 +35,22 @@ def async_url(url: str) -> URL:
     return parsed.set(drivername=f"{name}+{driver}", query=query)
 
 
+def _statement_name() -> str:
+    return f"__dagcache_{uuid.uuid4().hex}__"
+
+
 def make_engine(config: DatabaseConfig, *, pool_size: int = 1) -> AsyncEngine:
     """A small-pool async engine for ``config.url`` (``ConfigError`` if its driver is not installed)."""
     url = async_url(config.url)
     connect_args: dict[str, object] = {}
     kwargs: dict[str, object] = {}
     if url.get_backend_name() == "postgresql":
-        # No prepared-statement cache: works behind PgBouncer in transaction mode.
-        connect_args = {"timeout": config.connect_timeout, "statement_cache_size": 0}
+        connect_args = {"timeout": config.connect_timeout}
+        if not config.prepared_statements:
+            # PgBouncer in transaction mode: no statement caches, and unique statement names, since
+            # consecutive statements may run on different server connections.
+            url = url.update_query_dict({"prepared_statement_cache_size": "0"})
+            connect_args |= {"statement_cache_size": 0, "prepared_statement_name_func": _statement_name}
         kwargs = {"pool_size": pool_size, "max_overflow": 0, "pool_pre_ping": False}
     elif url.get_backend_name() == "mysql":
         connect_args = {"connect_timeout": int(config.connect_timeout) or 1}

@@ -143,3 +143,41 @@ def _wait_postgres_ready(port: int, timeout: float = 30.0) -> None:
             return
         time.sleep(0.1)
     raise TimeoutError(f"PostgreSQL on port {port} did not accept connections")
+
+
+@contextmanager
+def pgbouncer(target_url: str) -> Iterator[str]:
+    """A private PgBouncer in transaction mode in front of the PostgreSQL at ``target_url``; yields the same
+    URL pointed at PgBouncer (what a production Airflow behind PgBouncer looks like)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    binary = _binary("pgbouncer", "/usr/sbin")
+    target = urlsplit(target_url)
+    port = free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="dagcache-pgbouncer-"))
+    (workdir / "users.txt").write_text('"postgres" ""\n')
+    (workdir / "pgbouncer.ini").write_text(
+        "[databases]\n"
+        f"* = host={target.hostname} port={target.port or 5432}\n"
+        "[pgbouncer]\n"
+        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+        f"auth_type = trust\nauth_file = {workdir / 'users.txt'}\n"
+        "pool_mode = transaction\ndefault_pool_size = 2\nmax_client_conn = 50\n"
+        "ignore_startup_parameters = extra_float_digits\n"
+        f"logfile = {workdir / 'pgbouncer.log'}\npidfile = {workdir / 'pgbouncer.pid'}\n"
+    )
+    run_as: list[str] = []
+    if os.geteuid() == 0:
+        user = pwd.getpwnam("postgres")
+        for path in [workdir, *workdir.iterdir()]:
+            os.chown(path, user.pw_uid, user.pw_gid)
+        run_as = ["runuser", "-u", "postgres", "--"]
+    proc = subprocess.Popen([*run_as, binary, str(workdir / "pgbouncer.ini")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        yield urlunsplit((target.scheme, f"{target.username or 'postgres'}@127.0.0.1:{port}", target.path, "", ""))
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)

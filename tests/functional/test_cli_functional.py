@@ -279,7 +279,7 @@ def test_check_accepts_the_example_config():
     assert "Traceback" not in proc.stderr
 
 
-async def test_check_reports_each_dependency(tmp_path: Path, upstream: UpstreamServer, redis_url: str,
+async def test_check_reports_each_dependency_and_rejects_a_non_airflow_db(tmp_path: Path, upstream: UpstreamServer, redis_url: str,
                                              postgres_admin_url: str):
     config = tmp_path / "config.toml"
     config.write_text(
@@ -289,11 +289,13 @@ async def test_check_reports_each_dependency(tmp_path: Path, upstream: UpstreamS
         subprocess.run, dagcache_cmd("check", "--config", str(config)), cwd=REPO, capture_output=True, text=True,
         timeout=60,
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = {line.split()[0]: line for line in proc.stdout.splitlines()[1:]}
     assert lines["upstream"].split()[1] == "ok"
     assert lines["redis"].split()[1] == "ok"
-    assert lines["database"].split()[1] == "ok"
+    # Reachable, but the admin database holds no Airflow schema: that is a failure with the reason.
+    assert lines["database"].split()[1] == "FAIL"
+    assert "is not an Airflow metadata database" in lines["database"]
+    assert proc.returncode == 1
 
 
 def test_check_fails_with_reasons_when_dependencies_are_down(tmp_path: Path):
