@@ -29,8 +29,9 @@ async def read_versions(settings: Settings) -> tuple[VersionMap, str, str | None
             log.warning("%s", exc)
         finally:
             await client.aclose()
-        if stored is not None and (fresh(stored, time.time(), settings.versions.max_version_age)
-                                   or not settings.database.url):
+        if stored is not None and (
+            fresh(stored, time.time(), settings.versions.max_version_age) or not settings.database.url
+        ):
             return stored, "Redis (the fleet's map)", leader
     if not settings.database.url:
         raise ConfigError("dagcache versions needs [database] url, or the [redis] url of a running dagcache fleet")

@@ -141,9 +141,7 @@ def advance(
     revoked_removed = tuple(sorted(set(old.revoked) - set(snapshot.revoked)))
     global_changed = schema_changed or expired or global_fp != previous.global_fingerprint or bool(removed)
 
-    delta = Delta(
-        old.generation, changed, removed, revoked_added, revoked_removed, global_changed, schema_changed
-    )
+    delta = Delta(old.generation, changed, removed, revoked_added, revoked_removed, global_changed, schema_changed)
     if delta.empty:
         fresh = replace(old, polled_at=now, epoch=epoch)
         return LeaderState(fresh, previous.fingerprints, previous.global_fingerprint), delta
@@ -184,8 +182,9 @@ def bump(
     return new_map, Delta(previous.generation, changed, (), {}, (), listing, False)
 
 
-def apply(current: VersionMap, delta: Delta, *, generation: int, global_version: int, schema: str,
-          polled_at: float) -> VersionMap:
+def apply(
+    current: VersionMap, delta: Delta, *, generation: int, global_version: int, schema: str, polled_at: float
+) -> VersionMap:
     """A follower applies a published delta on top of the map it holds (``delta.previous_generation``
     must equal ``current.generation``; otherwise the follower resynchronises from Redis instead)."""
     dags = {k: v for k, v in current.dags.items() if k not in delta.removed}

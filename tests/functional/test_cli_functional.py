@@ -279,8 +279,9 @@ def test_check_accepts_the_example_config():
     assert "Traceback" not in proc.stderr
 
 
-async def test_check_reports_each_dependency_and_rejects_a_non_airflow_db(tmp_path: Path, upstream: UpstreamServer, redis_url: str,
-                                             postgres_admin_url: str):
+async def test_check_reports_each_dependency_and_rejects_a_non_airflow_db(
+    tmp_path: Path, upstream: UpstreamServer, redis_url: str, postgres_admin_url: str
+):
     config = tmp_path / "config.toml"
     config.write_text(
         f'[upstream]\nurl = "{upstream.url}"\n[redis]\nurl = "{redis_url}"\n[database]\nurl = "{postgres_admin_url}"\n'

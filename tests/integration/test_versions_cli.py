@@ -32,8 +32,8 @@ def _run(tmp_path: Path, config: str, *args: str) -> subprocess.CompletedProcess
 
 
 def test_check_detects_the_airflow_schema(airflow_db: AirflowInstance, tmp_path: Path):
-    proc = _run(tmp_path, f'[upstream]\nurl = "http://127.0.0.1:{free_port()}"\n[database]\nurl = "{airflow_db.db_url}"\n',
-                "check")
+    config = f'[upstream]\nurl = "http://127.0.0.1:{free_port()}"\n[database]\nurl = "{airflow_db.db_url}"\n'
+    proc = _run(tmp_path, config, "check")
     row = next(line for line in proc.stdout.splitlines() if line.startswith("database"))
     assert row.split()[1] == "ok", proc.stdout
     assert "Airflow 3 schema (alembic revision" in row
