@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from proxy.airflow.source import SqlVersionSource
 from proxy.config import RedisConfig, Settings, redact_url
@@ -77,6 +79,9 @@ def make_redis(config: RedisConfig) -> aioredis.Redis:
         socket_connect_timeout=config.connect_timeout,
         socket_timeout=config.connect_timeout,
         health_check_interval=10,
+        # One quick retry: a Redis outage must turn into pass-through fast, not after redis-py's default
+        # ten retries with backoff.
+        retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
     )
 
 

@@ -71,7 +71,11 @@ def serve(settings: Settings) -> int:
             log.error("%s", exc.strerror)
             return 1
         extra = (lambda: start_admin(settings)) if settings.admin.enabled else None
-        run_async(settings, serve_proxy(settings, sock=sock, extra=extra))
+        try:
+            run_async(settings, serve_proxy(settings, sock=sock, extra=extra))
+        except OSError as exc:
+            log.error("cannot start: %s", _admin_bind_error(settings, exc))
+            return 1
         return 0
     try:
         bind_socket(server.host, server.port, reuse_port=True).close()
@@ -79,6 +83,11 @@ def serve(settings: Settings) -> int:
         log.error("%s", exc.strerror)
         return 1
     return _Supervisor(settings).run()
+
+
+def _admin_bind_error(settings: Settings, exc: OSError) -> str:
+    admin = settings.admin
+    return f"admin listener on {admin.host}:{admin.port}: {exc.strerror or exc} (set [admin] port or enabled)"
 
 
 def worker_main(settings: Settings, worker: int) -> None:
@@ -119,6 +128,9 @@ class _Supervisor:
             self._start(index)
         try:
             run_async(self._settings, self._main())
+        except OSError as exc:
+            log.error("cannot start: %s", _admin_bind_error(self._settings, exc))
+            self._failed = True
         finally:
             self._stop_all()
         return 1 if self._failed else 0

@@ -204,6 +204,27 @@ async def test_readyz_fails_but_healthz_holds_when_upstream_is_down(serve):
             assert resp.status == 200
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_admin_port_in_use_is_a_clear_error(tmp_path: Path, workers: str):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        admin = busy.getsockname()[1]
+        proc = subprocess.run(
+            dagcache_cmd("serve", "--host", "127.0.0.1", "--port", str(free_port()), "--workers", workers),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "DAGCACHE_ADMIN__HOST": "127.0.0.1", "DAGCACHE_ADMIN__PORT": str(admin)},
+        )
+    assert proc.returncode == 1
+    assert f"admin listener on 127.0.0.1:{admin}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_port_in_use_is_a_clear_error(tmp_path: Path):
     import socket
 
