@@ -60,15 +60,8 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from proxy.airflow.schema import (
-    PollStatements,
-    SchemaPlan,
-    major_of,
-    missing_columns,
-    poll_statements,
-    tables_for,
-    wanted_tables,
-)
+from proxy.airflow.queries import PollStatements, poll_statements
+from proxy.airflow.schema import SchemaPlan, major_of, missing_columns, tables_for, wanted_tables
 from proxy.airflow.snapshot import DagFingerprint, SchemaInfo, Snapshot
 from proxy.errors import NotAnAirflowDatabase, VersionLookupError
 
