@@ -10,9 +10,10 @@ strings: they are hashed, never interpreted.
 ``is_active`` by ``is_stale``, ...): their columns are candidates, and a poll selects those the connected
 database has (:class:`SchemaPlan`). Every other table must have every declared column.
 
-:func:`proxy.airflow.queries.poll_statements` builds, once per detected schema, the statements of a poll: portable SQL (a correlated
-``ORDER BY ... LIMIT 1`` instead of ``DISTINCT ON``, ``UNION ALL`` instead of ``FILTER``; :class:`epoch` is the only
-per-dialect construct, in that module), each answered from an index on PostgreSQL (``bench/poll_cost.py`` prints the plans).
+:func:`proxy.airflow.queries.poll_statements` builds, once per detected schema, the statements of a poll:
+portable SQL (a correlated ``ORDER BY ... LIMIT 1`` instead of ``DISTINCT ON``, ``UNION ALL`` instead of
+``FILTER``; ``epoch`` is the only per-dialect construct), each answered from an index on PostgreSQL
+(``bench/poll_cost.py`` prints the plans).
 Checked on PostgreSQL 15, SQLite and MariaDB 10.11. No I/O in this module.
 """
 
