@@ -7,12 +7,10 @@ query parameter names (aliases) the handler and its ``Depends()`` accept; ``test
 checks it against the installed Airflow when its venv is present.
 
 Order matters (:func:`proxy.routes.classify` takes the first match, and ``{x}`` matches any one segment):
-
-* the ``~`` wildcard forms (all DAGs) come before the ``{dag_id}`` routes they would otherwise match;
-* every literal sibling of ``.../taskInstances/{task_id}/{map_index}`` (``tries``, ``listMapped``,
-  ``xcomEntries``, ``links``, ``dependencies``, ``state-store``) comes before it: Airflow types ``map_index``
-  as ``int`` but a pattern cannot, so ``.../{task_id}/xcomEntries`` would otherwise be taken for a mapped
-  task instance.
+the ``~`` wildcard forms (all DAGs) come before the ``{dag_id}`` routes they would otherwise match. Path
+parameters the handler types ``int`` (``map_index``, ``version_number``, ``try_number``, ``task_try_number``)
+are ``{name:int}``, so ``.../{task_id}/{map_index:int}`` never takes a literal sibling such as
+``.../{task_id}/xcomEntries`` (those still come first, as in Airflow's own registration order).
 
 Authorization, in every ``note``: ``requires_access_dag(GET, <entity>)`` is the 403 gate of single-DAG
 routes; ``Readable*FilterDep`` (``permitted_dag_filter_factory``) filters list bodies to the DAGs the auth
@@ -21,19 +19,18 @@ manager lets the user read. Both are decided by (role, teams) under SimpleAuthMa
 depend on the user's *identity* (``GetUserDep`` -> ``user.get_id()``: favorites), which no scope but the
 credential may share.
 
-What :class:`~proxy.routes.Route` cannot express yet is in :data:`EXTRAS` and :data:`ORDERED_PARAMS` (see
-their docstrings); the cache must honour them or pass those requests through.
+Beyond the kind: ``pass_unless`` (the kind holds only for some values of a parameter), ``all_dag_states``
+(a global view that also depends on every DAG's runs) and ``uses_clock`` (computed from now). Query order is
+kept per name by :mod:`proxy.requests` (``order_by`` is a multi-key sort; ``run_ids`` orders the NDJSON lines).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Final
 
-from proxy.routes import Kind, Route
+from proxy.routes import Kind, Route, RouteTable
 
-__all__ = ["EXTRAS", "FALSE_VALUES", "ORDERED_PARAMS", "PROFILE", "ROUTES", "RouteExtra"]
+__all__ = ["FALSE_VALUES", "PROFILE", "ROUTES", "TABLE"]
 
 PROFILE: Final = "airflow3"
 
@@ -52,28 +49,6 @@ def _p(names: str, *ranges: str) -> frozenset[str]:
 
 #: pydantic's spellings of ``False`` for a ``bool`` query parameter (compared lower-cased).
 FALSE_VALUES: Final = frozenset({"0", "off", "f", "false", "n", "no"})
-
-#: Multi-valued query parameters whose *order* changes the body: ``order_by`` is a multi-key sort
-#: (``SortParam.dynamic_depends``), ``run_ids`` is the order of the streamed NDJSON lines
-#: (``get_grid_ti_summaries_stream``; duplicates are streamed twice). Key normalization must keep the
-#: relative order (and duplicates) of their values, i.e. sort by name only, stably. The other list
-#: parameters (``state``, ``tags``, ``owners``, ``run_type``, ``dag_ids``, ...) are SQL ``IN`` filters.
-ORDERED_PARAMS: Final = frozenset({"order_by", "run_ids"})
-
-
-@dataclass(frozen=True, slots=True)
-class RouteExtra:
-    """What a route needs beyond :class:`~proxy.routes.Route` (proposed as Route fields)."""
-
-    #: param -> the only values (lower-cased) under which ``kind`` holds; any other value -> pass through.
-    pass_unless: Mapping[str, frozenset[str]] = field(default_factory=dict)
-    #: the body depends on the runs / task instances of *every* (readable) DAG: the key needs the global
-    #: version *and* a digest of all DAGs' state versions (today's global version advances only on
-    #: listing/import-error changes, ``proxy.versions.model.advance``).
-    all_dag_states: bool = False
-    #: the body is computed from the wall clock: entries need a bounded age while the DAG has active runs.
-    now: bool = False
-
 
 # ---------------------------------------------------------------------------------------------------------
 # Parameter sets (from each handler's signature and its Depends()/Query* classes).
@@ -118,8 +93,8 @@ ROUTES: Final[tuple[Route, ...]] = (
         note=f"{_PUB}dag_run.py:get_dag_runs with dag_id '~' = runs of every DAG (the DAG list polls "
         "?limit=1&state=running&state=queued every 3 s). PASS: it depends on the run state of all DAGs, which "
         "no key part covers (the global version ignores runs), and it is cheap upstream (partial index on "
-        "queued/running). Cacheable as GLOBAL once EXTRAS.all_dag_states exists. Auth: requires_access_dag(GET, "
-        "RUN) with dag_id None + ReadableDagRunsFilterDep.",
+        "queued/running). Could be GLOBAL with all_dag_states (keyed by the generation). Auth: "
+        "requires_access_dag(GET, RUN) with dag_id None + ReadableDagRunsFilterDep.",
     ),
     Route(
         "api.dag_versions.all",
@@ -152,6 +127,8 @@ ROUTES: Final[tuple[Route, ...]] = (
         _DAGS_COMMON | _p("dag_ids dag_runs_limit has_pending_actions"),
         dag_from=None,
         per_user=True,
+        pass_unless={"has_pending_actions": FALSE_VALUES},
+        all_dag_states=True,
         note=f"{_UI}dags.py:get_dags. Body: dag rows + tags, the dag_runs_limit newest runs of each DAG shown, "
         "is_favorite of each DAG for the user (DagFavorite.user_id == user.get_id()), pending HITL actions "
         "(only with has_pending_actions=true). Filters last_dag_run_state / dag_run_state (any run) and "
@@ -166,6 +143,7 @@ ROUTES: Final[tuple[Route, ...]] = (
         _DAGS_COMMON | _p("timetable_type", "dag_run_start_date", "dag_run_end_date"),
         dag_from=None,
         per_user=True,
+        all_dag_states=True,
         note=f"{_PUB}dags.py:get_dags. Body: dag rows + tags only (DAGResponse, file_token is a deterministic "
         "signature). Runs matter only through the filters last_dag_run_state, dag_run_state, dag_run_*_date_* "
         "and order_by=last_run_state|last_run_start_date (common/db/dags.py:generate_dag_with_latest_run_query). "
@@ -216,6 +194,7 @@ ROUTES: Final[tuple[Route, ...]] = (
         "/ui/dashboard/dag_stats",
         G,
         dag_from=None,
+        all_dag_states=True,
         note=f"{_UI}dashboard.py:dag_stats: counts of active (unpaused), failed (latest run failed), running and "
         "queued DAGs: dag rows + runs of every DAG. Auth: requires_access_dag(GET) + ReadableDagsFilterDep.",
     ),
@@ -286,7 +265,7 @@ ROUTES: Final[tuple[Route, ...]] = (
     ),
     Route(
         "api.dag.version",
-        "/api/v2/dags/{dag_id}/dagVersions/{version_number}",
+        "/api/v2/dags/{dag_id}/dagVersions/{version_number:int}",
         D,
         note=f"{_PUB}dag_versions.py:get_dag_version: one dag_version row (+ dag_display_name, bundle_url). "
         "Auth: requires_access_dag(GET, VERSION).",
@@ -296,8 +275,9 @@ ROUTES: Final[tuple[Route, ...]] = (
         "/ui/structure/structure_data",
         D,
         _p("dag_id include_upstream include_downstream depth root external_dependencies version_number"),
+        pass_unless={"external_dependencies": FALSE_VALUES},
         note=f"{_UI}structure.py:structure_data: graph of version_number (latest without it) + the DAG's outlet "
-        "asset references. DEFINITION only while external_dependencies is false (EXTRAS): with true it adds "
+        "asset references. DEFINITION only while external_dependencies is false (pass_unless): with true it adds "
         "every DAG's dependencies (SerializedDagModel.get_dag_dependencies), filtered by ReadableDagsFilterDep, "
         "and alias-resolved asset events (services/ui/structure.py:bind_output_assets_to_tasks), i.e. all DAGs' "
         "definitions + runs. Auth: requires_access_dag(GET) + (GET, DEPENDENCIES) + (GET, TASK_INSTANCE), with "
@@ -326,6 +306,7 @@ ROUTES: Final[tuple[Route, ...]] = (
         "/ui/grid/runs/{dag_id}",
         S,
         _GRID_RUN_FILTERS,
+        uses_clock=True,
         note=f"{_UI}grid.py:get_grid_runs: runs + their dag versions + has_note (dag_run_note) + "
         "has_missed_deadline (deadline.missed, in no fingerprint: bounded by state_max_age). duration of a "
         "started, unfinished run = now - start_date (datamodels/ui/common.py:GridRunsResponse.duration). "
@@ -353,6 +334,7 @@ ROUTES: Final[tuple[Route, ...]] = (
         "/ui/calendar/{dag_id}",
         S,
         _p("granularity", "logical_date", "partition_date"),
+        uses_clock=True,
         note=f"{_UI}calendar.py:get_calendar: run counts per day/hour + planned runs from the latest definition's "
         "timetable after the last run (services/ui/calendar.py); for non-cron timetables with catchup=False "
         "the planning starts at now (timetables/interval.py). Auth: requires_access_dag(GET, TASK_INSTANCE) + "
@@ -449,17 +431,17 @@ ROUTES: Final[tuple[Route, ...]] = (
         "dag_run_id '~') + rendered fields, notes, versions; the run's definition resolves task_group_id. "
         "Auth: requires_access_dag(GET, TASK_INSTANCE) + ReadableTIFilterDep.",
     ),
-    # ----- .../taskInstances/{task_id}/<literal>: all before .../{task_id}/{map_index} --------------------
+    # ----- .../taskInstances/{task_id}/<literal>: before .../{task_id}/{map_index:int}, as Airflow registers them
     Route(
         "api.task_instance.logs",
-        _TI + "/logs/{try_number}",
+        _TI + "/logs/{try_number:int}",
         P,
         _p("full_content map_index token"),
         note=f"{_PUB}log.py:get_log: log files or remote logs, not the DB; NDJSON stream. PASS.",
     ),
     Route(
         "api.task_instance.external_log_url",
-        _TI + "/externalLogUrl/{try_number}",
+        _TI + "/externalLogUrl/{try_number:int}",
         P,
         _p("map_index"),
         note=f"{_PUB}log.py:get_external_log_url: built by the log handler. PASS.",
@@ -475,16 +457,14 @@ ROUTES: Final[tuple[Route, ...]] = (
             "logical_date",
             "run_after",
         ),
-        note=f"{_PUB}xcom.py:get_xcom_entries: XCom rows, in no fingerprint. PASS (also keeps it from matching "
-        "api.task_instance.mapped).",
+        note=f"{_PUB}xcom.py:get_xcom_entries: XCom rows, in no fingerprint. PASS.",
     ),
     Route(
         "api.task_instance.xcom_entry",
         _TI + "/xcomEntries/{xcom_key}",
         P,
         _p("map_index deserialize stringify"),
-        note=f"{_PUB}xcom.py:get_xcom_entry (Airflow's {{xcom_key:path}}; only one-segment keys match here). "
-        "PASS (also keeps key 'tries' etc. from matching api.task_instance.mapped.tries).",
+        note=f"{_PUB}xcom.py:get_xcom_entry (Airflow's {{xcom_key:path}}; only one-segment keys match here). PASS.",
     ),
     Route(
         "api.task_instance.links",
@@ -504,7 +484,7 @@ ROUTES: Final[tuple[Route, ...]] = (
     ),
     Route(
         "api.task_instance.mapped.dependencies",
-        _TI + "/{map_index}/dependencies",
+        _TI + "/{map_index:int}/dependencies",
         P,
         note=f"{_PUB}task_instances.py:get_task_instance_dependencies (by map_index). PASS, as above.",
     ),
@@ -540,7 +520,7 @@ ROUTES: Final[tuple[Route, ...]] = (
     ),
     Route(
         "api.task_instance.try",
-        _TI + "/tries/{task_try_number}",
+        _TI + "/tries/{task_try_number:int}",
         S,
         _p("map_index"),
         note=f"{_PUB}task_instances.py:get_task_instance_try_details. Auth: requires_access_dag(GET, TASK_INSTANCE).",
@@ -554,24 +534,24 @@ ROUTES: Final[tuple[Route, ...]] = (
     ),
     Route(
         "api.task_instance.mapped.tries",
-        _TI + "/{map_index}/tries",
+        _TI + "/{map_index:int}/tries",
         S,
         note=f"{_PUB}task_instances.py:get_mapped_task_instance_tries. Auth: requires_access_dag(GET, TASK_INSTANCE).",
     ),
     Route(
         "api.task_instance.mapped.try",
-        _TI + "/{map_index}/tries/{task_try_number}",
+        _TI + "/{map_index:int}/tries/{task_try_number:int}",
         S,
         note=f"{_PUB}task_instances.py:get_mapped_task_instance_try_details. Auth: requires_access_dag(GET, "
         "TASK_INSTANCE).",
     ),
     Route(
         "api.task_instance.mapped",
-        _TI + "/{map_index}",
+        _TI + "/{map_index:int}",
         S,
         note=f"{_PUB}task_instances.py:get_mapped_task_instance (the UI's task instance page asks for map_index "
-        "-1). Last of the .../{{task_id}}/<segment> routes: Airflow types map_index as int, this pattern "
-        "cannot. Auth: requires_access_dag(GET, TASK_INSTANCE).",
+        "-1). map_index is typed int in the handler, hence {{map_index:int}}. Auth: requires_access_dag(GET, "
+        "TASK_INSTANCE).",
     ),
     # ----- requested on every page, look cacheable, are not DAG data -------------------------------------
     Route(
@@ -627,12 +607,4 @@ ROUTES: Final[tuple[Route, ...]] = (
     ),
 )
 
-#: Per route name, what :class:`~proxy.routes.Route` cannot express yet (see :class:`RouteExtra`).
-EXTRAS: Final[Mapping[str, RouteExtra]] = {
-    "ui.structure": RouteExtra(pass_unless={"external_dependencies": FALSE_VALUES}),
-    "ui.dags": RouteExtra(pass_unless={"has_pending_actions": FALSE_VALUES}, all_dag_states=True),
-    "api.dags": RouteExtra(all_dag_states=True),
-    "ui.dashboard.dag_stats": RouteExtra(all_dag_states=True),
-    "ui.grid.runs": RouteExtra(now=True),
-    "ui.calendar": RouteExtra(now=True),
-}
+TABLE: Final = RouteTable(PROFILE, ROUTES)
