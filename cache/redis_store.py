@@ -151,6 +151,7 @@ class FillNotifier:
         self._watches: dict[str, _KeyWatch] = {}
         self._subscribed = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
+        self._closing = False
 
     @property
     def connected(self) -> bool:
@@ -169,10 +170,13 @@ class FillNotifier:
 
     async def aclose(self) -> None:
         """Stop the reader and cancel fills still running (their callers fall back to producing)."""
+        # A flag as well as cancel(): redis-py may swallow a cancellation that lands while get_message() times
+        # out (asyncio.timeout turns it into a timeout), and the reader must still stop.
+        self._closing = True
         for task in [*self.inflight.values(), *([self._reader] if self._reader else [])]:
             task.cancel()
         if self._reader is not None:
-            await asyncio.wait((self._reader,))
+            await asyncio.wait((self._reader,), timeout=5.0)
             self._reader = None
 
     @contextmanager
@@ -202,12 +206,12 @@ class FillNotifier:
 
     async def _run(self) -> None:
         delay = 0.05
-        while True:
+        while not self._closing:
             pubsub = self.store.client.pubsub()
             try:
                 await self._subscribe(pubsub)
                 delay = 0.05
-                while True:
+                while not self._closing:
                     with map_redis_errors():
                         message = await pubsub.get_message(timeout=1.0)
                     if message is not None and message.get("type") == "message":

@@ -6,6 +6,7 @@ in ``cleanup_ctx``.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -14,7 +15,10 @@ from aiohttp import web
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from cache import FillNotifier, LocalFillCoordinator, MemoryCacheStore, RedisCacheStore
+from proxy.airflow import routes3
 from proxy.airflow.source import SqlVersionSource
+from proxy.caching import CacheLayer
 from proxy.config import RedisConfig, Settings, redact_url
 from proxy.database import make_engine
 from proxy.handler import ProxyHandler
@@ -30,6 +34,7 @@ CLIENT_SESSION = web.AppKey("client_session", aiohttp.ClientSession)
 UPSTREAM = web.AppKey("upstream", Upstream)
 HANDLER = web.AppKey("handler", ProxyHandler)
 VERSIONS = web.AppKey("versions", VersionService)
+CACHE = web.AppKey("cache", CacheLayer)
 
 
 def limits_of(settings: Settings) -> Limits:
@@ -85,8 +90,8 @@ def make_redis(config: RedisConfig) -> aioredis.Redis:
     )
 
 
-async def _versions_ctx(app: web.Application) -> AsyncIterator[None]:
-    """DAG versions, when a metadata DB is configured (otherwise there are none, and nothing is cached)."""
+async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
+    """DAG versions and the cache, when a metadata DB is configured (otherwise everything passes through)."""
     settings = app[SETTINGS]
     if not settings.database.url:
         yield
@@ -100,15 +105,83 @@ async def _versions_ctx(app: web.Application) -> AsyncIterator[None]:
     client = make_redis(settings.redis) if settings.redis.url else None
     store = RedisVersionStore(client, settings.redis.key_prefix) if client is not None else None
     if store is None:
-        log.info("versions: polling %s from this process (no Redis configured)", redact_url(settings.database.url))
-    service = VersionService(settings.versions, source.poll, store)
-    app[VERSIONS] = service
-    await service.start()
+        log.info(
+            "no Redis configured: embedded in-process store; versions polled from %s by this process",
+            redact_url(settings.database.url),
+        )
+    versions = VersionService(settings.versions, source.poll, store)
+    app[VERSIONS] = versions
+    await versions.start()
+    notifier: FillNotifier | None = None
+    if settings.cache.mode != "off":
+        layer, notifier = await _cache_layer(app, versions, client)
+        app[CACHE] = layer
+        app[HANDLER] = ProxyHandler(app[UPSTREAM], limits_of(settings), layer)
     yield
-    await service.aclose()
+    if notifier is not None:
+        await notifier.aclose()
+    await versions.aclose()
     if client is not None:
         await client.aclose()
     await engine.dispose()
+
+
+async def _cache_layer(
+    app: web.Application, versions: VersionService, client: aioredis.Redis | None
+) -> tuple[CacheLayer, FillNotifier | None]:
+    settings = app[SETTINGS]
+    config = settings.cache
+    prefix = settings.redis.key_prefix
+    upstream = settings.upstream
+    lock_ttl = (upstream.read_timeout or 300.0) + upstream.connect_timeout + 5.0
+    if client is None:
+        shared = MemoryCacheStore(max(config.l1_max_bytes, 64 * 1024 * 1024))
+        layer = CacheLayer(
+            table=routes3.TABLE,
+            versions=versions,
+            upstream=app[UPSTREAM],
+            l1=None,
+            shared=shared,
+            coordinator=LocalFillCoordinator(),
+            config=config,
+            server=settings.server,
+            versions_config=settings.versions,
+            secret=(config.secret or secrets.token_hex(32)).encode(),
+            namespace=prefix,
+            lock_ttl=lock_ttl,
+        )
+        return layer, None
+    redis_store = RedisCacheStore(client, prefix=prefix, default_ttl=config.ttl)
+    notifier = FillNotifier(redis_store)
+    await notifier.start()
+    layer = CacheLayer(
+        table=routes3.TABLE,
+        versions=versions,
+        upstream=app[UPSTREAM],
+        l1=MemoryCacheStore(config.l1_max_bytes) if config.l1_max_bytes else None,
+        shared=redis_store,
+        coordinator=notifier,
+        config=config,
+        server=settings.server,
+        versions_config=settings.versions,
+        secret=(config.secret or await _fleet_secret(client, prefix)).encode(),
+        namespace=prefix,
+        lock_ttl=lock_ttl,
+    )
+    return layer, notifier
+
+
+async def _fleet_secret(client: aioredis.Redis, prefix: str) -> str:
+    """The HMAC key for credential scopes, the same for every replica: created once in Redis (or, if Redis
+    is down at start, a per-process one: entries are then not shared, never wrong)."""
+    key = "{" + prefix + "}:scope-secret"
+    try:
+        await client.set(key, secrets.token_hex(32), nx=True)
+        value = await client.get(key)
+    except (aioredis.RedisError, OSError) as exc:
+        log.warning("cannot read the fleet's scope secret from Redis (%s); using a per-process one", exc)
+        return secrets.token_hex(32)
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -116,7 +189,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.server.max_body_size or 2**63)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_upstream_ctx)
-    app.cleanup_ctx.append(_versions_ctx)
+    app.cleanup_ctx.append(_services_ctx)
 
     app.router.add_route("*", "/{tail:.*}", _handle)
     return app

@@ -28,7 +28,7 @@ ENV_PREFIX = "DAGCACHE_"
 CONFIG_PATH_ENV = "DAGCACHE_CONFIG"
 
 #: Keys whose values are never shown in logs or error messages.
-SECRET_KEYS = frozenset({"redis.url", "redis.password", "database.url"})
+SECRET_KEYS = frozenset({"redis.url", "redis.password", "database.url", "cache.secret", "cache.jwt_secret"})
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -185,6 +185,28 @@ class VersionsConfig(_Section):
         return self
 
 
+class CacheConfig(_Section):
+    """Serving DAG views from the cache (needs [database] url; otherwise everything passes through)."""
+
+    mode: Literal["on", "off"] = "on"
+    secret: str = ""
+    scope: Literal["credential", "role"] = "credential"
+    jwt_secret: str = ""
+    jwt_audience: str = "apache-airflow"
+    refresh_window: float = Field(300.0, ge=0, le=86_400)
+    ttl: float = Field(3600.0, gt=0, le=30 * 86_400)
+    max_entry_size: int = Field(8 * 1024 * 1024, ge=1024, le=512 * 1024 * 1024)
+    l1_max_bytes: int = Field(256 * 1024 * 1024, ge=0)
+    fill_wait: float = Field(30.0, gt=0, le=3600)
+    compression_level: int = Field(6, ge=1, le=9)
+
+    @model_validator(mode="after")
+    def _check_role_scope(self) -> CacheConfig:
+        if self.scope == "role" and not self.jwt_secret:
+            raise ValueError("cache.scope = 'role' needs cache.jwt_secret (Airflow's [api_auth] jwt_secret)")
+        return self
+
+
 class LogConfig(_Section):
     """Logging."""
 
@@ -210,6 +232,7 @@ class Settings(BaseSettings):
     redis: RedisConfig = RedisConfig()
     database: DatabaseConfig = DatabaseConfig()
     versions: VersionsConfig = VersionsConfig()
+    cache: CacheConfig = CacheConfig()
     log: LogConfig = LogConfig()
 
     @classmethod

@@ -8,6 +8,7 @@ could not answer (502/504). Nothing here raises to aiohttp, so clients never see
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -15,21 +16,27 @@ from proxy.errors import RequestRejected, UpstreamError
 from proxy.limits import Limits, check_request, malformed
 from proxy.upstream import Upstream, error_body
 
+if TYPE_CHECKING:
+    from proxy.caching import CacheLayer
+
 log = logging.getLogger("proxy.handler")
 
 
 class ProxyHandler:
     """Callable aiohttp handler bound to one :class:`Upstream`."""
 
-    def __init__(self, upstream: Upstream, limits: Limits) -> None:
+    def __init__(self, upstream: Upstream, limits: Limits, cache: CacheLayer | None = None) -> None:
         self._upstream = upstream
         self._limits = limits
+        self._cache = cache
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         rejection = self._reject(request)
         if rejection is not None:
             return reject(request, rejection)
         try:
+            if self._cache is not None:
+                return await self._cache.handle(request)
             return await self._upstream.relay(request)
         except RequestRejected as exc:
             return reject(request, exc)

@@ -48,6 +48,16 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """A complete upstream answer (hop-by-hop headers already dropped)."""
+
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
 @dataclass
 class _BodyCounter:
     limit: int
@@ -89,12 +99,45 @@ class Upstream:
             trusted=is_trusted(peer, self._trusted),
         )
 
-    async def relay(self, request: web.BaseRequest) -> web.StreamResponse:
-        """Send ``request`` upstream and stream the answer to the client.
+    async def relay(
+        self, request: web.BaseRequest, extra_headers: tuple[tuple[str, str], ...] = ()
+    ) -> web.StreamResponse:
+        """Send ``request`` upstream and stream the answer to the client (plus ``extra_headers``).
 
         Raises :class:`UpstreamError` if no response headers arrived, :class:`RequestRejected` if the
         client's chunked body exceeds ``server.max_body_size``.
         """
+        counter = _BodyCounter(self._server.max_body_size)
+        data: AsyncIterator[bytes] | bytes | None = None
+        if request.body_exists:
+            data = _counted(request.content, counter)
+        elif request.content_length == 0:
+            data = b""
+        try:
+            upstream = await self._send(request, data, identity=False)
+        except UpstreamError:
+            if counter.exceeded:
+                raise body_too_large(counter.limit) from None
+            raise
+        try:
+            return await self._stream_back(request, upstream, extra_headers)
+        finally:
+            upstream.release()
+
+    async def fetch(self, request: web.BaseRequest) -> Fetched:
+        """A body-less request (a cacheable GET) answered in full, asking the upstream for an identity body
+        so that the proxy compresses once, deterministically, for every client."""
+        upstream = await self._send(request, None, identity=True)
+        try:
+            with map_client_errors():
+                body = await upstream.read()
+        finally:
+            upstream.release()
+        return Fetched(upstream.status, upstream.reason or "", response_headers(list(upstream.headers.items())), body)
+
+    async def _send(
+        self, request: web.BaseRequest, data: AsyncIterator[bytes] | bytes | None, *, identity: bool
+    ) -> aiohttp.ClientResponse:
         target, prefix = upstream_target(
             request.raw_path,
             base_path=self._server.base_path,
@@ -108,36 +151,27 @@ class Upstream:
             upstream_netloc=self._netloc,
             prefix=prefix,
         )
-        counter = _BodyCounter(self._server.max_body_size)
-        data: AsyncIterator[bytes] | bytes | None = None
-        if request.body_exists:
-            data = _counted(request.content, counter)
-        elif request.content_length == 0:
-            data = b""
-        try:
-            with map_client_errors():
-                upstream = await self._session.request(
-                    request.method,
-                    URL(self._origin + target, encoded=True),
-                    headers=CIMultiDict(headers),
-                    data=data,
-                    allow_redirects=False,
-                    skip_auto_headers=_SKIP_AUTO_HEADERS,
-                    timeout=self._timeout,
-                )
-        except UpstreamError:
-            if counter.exceeded:
-                raise body_too_large(counter.limit) from None
-            raise
-        try:
-            return await self._stream_back(request, upstream)
-        finally:
-            upstream.release()
+        if identity:
+            headers = [(k, v) for k, v in headers if k.lower() != "accept-encoding"]
+        with map_client_errors():
+            return await self._session.request(
+                request.method,
+                URL(self._origin + target, encoded=True),
+                headers=CIMultiDict(headers),
+                data=data,
+                allow_redirects=False,
+                skip_auto_headers=_SKIP_AUTO_HEADERS,
+                timeout=self._timeout,
+            )
 
-    async def _stream_back(self, request: web.BaseRequest, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+    async def _stream_back(
+        self, request: web.BaseRequest, upstream: aiohttp.ClientResponse, extra_headers: tuple[tuple[str, str], ...]
+    ) -> web.StreamResponse:
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         for name, value in response_headers(list(upstream.headers.items())):
             response.headers.add(name, value)
+        for name, value in extra_headers:
+            response.headers[name] = value
         await response.prepare(request)
         try:
             async for chunk in upstream.content.iter_chunked(_CHUNK):

@@ -85,6 +85,7 @@ class VersionService:
         self._db_failing = False
         self._redis_failing = False
         self._ready = asyncio.Event()
+        self._closing = False
         self.stats = VersionStats()
 
     # -- what the rest of the proxy reads ---------------------------------------------------------
@@ -110,13 +111,12 @@ class VersionService:
         self._tasks.append(spawn(self._follow_loop(), name="versions-follow"))
 
     async def aclose(self) -> None:
+        # A flag as well as cancel(): redis-py may swallow a cancellation that lands while a read times out.
+        self._closing = True
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5.0)
         self._tasks.clear()
         if self._token is not None and self._store is not None:
             try:
@@ -124,6 +124,9 @@ class VersionService:
             except CacheUnavailable:
                 pass
             self._token = None
+
+    def _stopping(self) -> bool:
+        return self._closing
 
     async def wait_ready(self) -> None:
         """Return once a map is known (wrap in ``asyncio.timeout``)."""
@@ -185,7 +188,7 @@ class VersionService:
         return min(30.0, max(interval, 1.0) * float(2 ** min(self.stats.poll_errors, 5)))
 
     async def _standalone_loop(self, interval: float) -> None:
-        while True:
+        while not self._closing:
             snapshot = await self._poll_once()
             if snapshot is not None:
                 self._leader_state, _ = advance(
@@ -200,7 +203,7 @@ class VersionService:
         ttl_ms = int(self._config.lease_ttl * 1000)
         expected: int | None = None
         fallback: asyncio.Task[None] | None = None
-        while True:
+        while not self._closing:
             try:
                 if self._token is None:
                     self._token = await store.try_acquire(self._instance, ttl_ms)
@@ -215,6 +218,7 @@ class VersionService:
                     continue
                 if fallback is not None:
                     fallback.cancel()
+                    self._tasks.remove(fallback)
                     fallback = None
                 self._redis_recovered()
                 self.stats.is_leader = self._token is not None
@@ -250,6 +254,7 @@ class VersionService:
                 if self._config.fallback_poll_interval > 0 and fallback is None:
                     log.warning("polling the metadata DB from this process until Redis is back")
                     fallback = spawn(self._standalone_loop(self._config.fallback_poll_interval), name="fallback")
+                    self._tasks.append(fallback)
                 await asyncio.sleep(min(self._config.lease_ttl / 5, 1.0))
 
     async def _resync(self) -> None:
@@ -261,10 +266,12 @@ class VersionService:
 
     async def _follow_loop(self) -> None:
         assert self._store is not None
-        while True:
+        while not self._closing:
             try:
                 subscribed = False
                 async for raw in self._store.subscribe():
+                    if self._stopping():
+                        break
                     if not subscribed:
                         subscribed = True  # the first item says: subscribed; now read the whole map once
                         await self._resync()

@@ -36,7 +36,8 @@ def airflow_admin_db_url(request: pytest.FixtureRequest) -> str:
 
 def _airflow(major: int, admin_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowInstance]:
     home: Path = tmp_path_factory.mktemp(f"airflow{major}")
-    with AirflowInstance(major, admin_db_url, home) as instance:
+    # min_serialized_dag_update_interval=0: a DAG changed by a test is written at once, not after 30 s.
+    with AirflowInstance(major, admin_db_url, home, min_serialized_dag_update_interval=0) as instance:
         yield instance
 
 

@@ -929,12 +929,15 @@ class AirflowInstance:
         credentials = f"{username}:{self.passwords[username]}".encode()
         return {"Authorization": "Basic " + base64.b64encode(credentials).decode()}
 
-    def token(self, username: str, password: str | None = None) -> str:
-        """Airflow 3: a JWT from ``POST /auth/token`` (cached per user and password)."""
+    def token(self, username: str, password: str | None = None, *, fresh: bool = False) -> str:
+        """Airflow 3: a JWT from ``POST /auth/token`` (cached per user and password unless ``fresh``: a test
+        that revokes its token must not revoke everyone else's)."""
         if self.major < 3:
             raise AirflowError("Airflow 2 has no /auth/token: use auth_headers() or session_cookie()")
         password = self.passwords[username] if password is None else password
         key = (username, password)
+        if fresh:
+            self._tokens.pop(key, None)
         if key not in self._tokens:
             body = json.dumps({"username": username, "password": password}).encode()
             response = self.request("POST", "/auth/token", headers={"Content-Type": "application/json"}, body=body)
@@ -943,7 +946,10 @@ class AirflowInstance:
             payload = response.json()
             assert isinstance(payload, dict)
             self._tokens[key] = str(payload["access_token"])
-        return self._tokens[key]
+        token = self._tokens[key]
+        if fresh:
+            del self._tokens[key]
+        return token
 
     def session_cookie(self, username: str, password: str | None = None) -> str:
         """A ``Cookie`` header value for the UI: ``session=...`` (2, by logging in through

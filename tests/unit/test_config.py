@@ -73,7 +73,7 @@ def test_trusted_proxies_from_comma_separated_env(monkeypatch: pytest.MonkeyPatc
         ('[upstream]\nhost_header = "rewrite"\n', "Input should be 'preserve' or 'upstream'"),
         ("[admin]\nport = 8080\n", "admin.port must differ from server.port"),
         ('[redis]\nurl = "memcached://x"\n', "must be empty (embedded store) or a redis://"),
-        ("[cache]\nttl = 1\n", "cache = {'ttl': 1}: unknown key; allowed keys here: admin, database, log, redis"),
+        ("[caching]\nttl = 1\n", "caching = {'ttl': 1}: unknown key; allowed keys here: admin, cache, database, log"),
         ("[server]\nport = \"8080x\"\n", "(or env DAGCACHE_SERVER__PORT)"),
     ],
 )
