@@ -25,6 +25,7 @@ PURE = [
     "proxy/versions/model.py",
     "proxy/versions/codec.py",
     "proxy/versions/render.py",
+    "proxy/negotiate.py",
     "cache/errors.py",
 ]
 IO_LIBS = {"aiohttp", "redis", "sqlalchemy", "asyncpg", "yarl", "multidict"}
