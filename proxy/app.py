@@ -134,37 +134,35 @@ async def _cache_layer(
     prefix = settings.redis.key_prefix
     upstream = settings.upstream
     lock_ttl = (upstream.read_timeout or 300.0) + upstream.connect_timeout + 5.0
+    l1: MemoryCacheStore | None
+    shared: MemoryCacheStore | RedisCacheStore
+    coordinator: LocalFillCoordinator | FillNotifier
+    notifier: FillNotifier | None = None
     if client is None:
-        shared = MemoryCacheStore(max(config.l1_max_bytes, 64 * 1024 * 1024))
-        layer = CacheLayer(
-            table=routes3.TABLE,
-            versions=versions,
-            upstream=app[UPSTREAM],
-            l1=None,
-            shared=shared,
-            coordinator=LocalFillCoordinator(),
-            config=config,
-            server=settings.server,
-            versions_config=settings.versions,
-            secret=(config.secret or secrets.token_hex(32)).encode(),
-            namespace=prefix,
-            lock_ttl=lock_ttl,
+        # Embedded store: one in-process store is both tiers; single fills are per process.
+        l1, shared, coordinator = (
+            None,
+            MemoryCacheStore(max(config.l1_max_bytes, 64 * 1024 * 1024)),
+            LocalFillCoordinator(),
         )
-        return layer, None
-    redis_store = RedisCacheStore(client, prefix=prefix, default_ttl=config.ttl)
-    notifier = FillNotifier(redis_store)
-    await notifier.start()
+        secret = config.secret or secrets.token_hex(32)
+    else:
+        shared = RedisCacheStore(client, prefix=prefix, default_ttl=config.ttl)
+        coordinator = notifier = FillNotifier(shared)
+        await notifier.start()
+        l1 = MemoryCacheStore(config.l1_max_bytes) if config.l1_max_bytes else None
+        secret = config.secret or await _fleet_secret(client, prefix)
     layer = CacheLayer(
         table=routes3.TABLE,
         versions=versions,
         upstream=app[UPSTREAM],
-        l1=MemoryCacheStore(config.l1_max_bytes) if config.l1_max_bytes else None,
-        shared=redis_store,
-        coordinator=notifier,
+        l1=l1,
+        shared=shared,
+        coordinator=coordinator,
         config=config,
         server=settings.server,
         versions_config=settings.versions,
-        secret=(config.secret or await _fleet_secret(client, prefix)).encode(),
+        secret=secret.encode(),
         namespace=prefix,
         lock_ttl=lock_ttl,
     )

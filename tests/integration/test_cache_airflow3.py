@@ -241,3 +241,12 @@ async def test_redis_outage_never_fails_a_request(start_cache: StartCache, airfl
     # the view never cached before is fetched from Airflow; no request failed.
     assert outcomes[:3] == ["HIT", "HIT", "HIT"]
     assert outcomes[3] in ("MISS", "BYPASS")
+
+
+async def test_embedded_store_without_redis(start_cache: StartCache, airflow3: AirflowInstance):
+    """A laptop without Redis: the process polls the DB itself and caches in memory."""
+    base = await start_cache(redis={"url": ""})
+    token = airflow3.token("admin")
+    async with aiohttp.ClientSession() as client:
+        outcomes = [(await get(client, base + "/api/v2/dags/small_000/tasks", token))[1]["X-Cache"] for _ in range(3)]
+    assert outcomes == ["MISS", "HIT", "HIT"]
