@@ -147,11 +147,10 @@ class CacheLayer:
         )
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        now = time.time()
-        decision = self._decide(request, now) if self._config.mode == "on" else None
+        decision = self._decide(request, time.time())
         if not isinstance(decision, Cacheable):
             self.counters.bypass += 1
-            if decision is not None and log.isEnabledFor(logging.DEBUG):
+            if log.isEnabledFor(logging.DEBUG):
                 log.debug("bypass %s %s: %s", request.method, request.path[:200], decision.reason)
             response = await self._upstream.relay(request, (("X-Cache", "BYPASS"),))
             await self._after_write(request, response.status)

@@ -1,4 +1,5 @@
-"""The proxy's request handler: check limits, then forward.
+"""The proxy's request handler: check limits, then answer from the cache layer (when versions and a cache are
+configured, :mod:`proxy.caching`) or forward.
 
 Every request ends in exactly one response: the upstream's (streamed), or a small JSON error
 ``{"error": ..., "detail": ...}`` for a request that is refused (400/413/414/431) or that the upstream
