@@ -76,7 +76,7 @@ def canonical(body: bytes) -> object:
             return sorted(items, key=lambda v: json.dumps(v, sort_keys=True))
         return value
 
-    return walk(json.loads(body))
+    return walk(_ndjson_or_json(body))
 
 
 async def get(
@@ -104,9 +104,37 @@ CACHED = [
 ]
 
 
+RUN_VIEWS = [
+    "/ui/grid/ti_summaries/small_003?run_ids={run}",
+    "/ui/gantt/small_003/{run}",
+    "/ui/calendar/small_003",
+    "/ui/dags/small_003/latest_run",
+    "/api/v2/dags/small_003/dagRuns/{run}",
+    "/api/v2/dags/small_003/dagRuns/{run}/taskInstances?limit=50",
+    "/api/v2/dags/small_003/dagRuns/{run}/taskInstances/start",
+]
+
+
+@pytest.fixture(scope="module")
+def finished_run(airflow3: AirflowInstance) -> str:
+    return airflow3.create_runs("small_003", ["success"])[0]
+
+
+@pytest.mark.parametrize("template", RUN_VIEWS)
+async def test_run_views_hit_with_the_direct_body(start_cache: StartCache, airflow3: AirflowInstance,
+                                                  finished_run: str, template: str):
+    from urllib.parse import quote
+
+    await check_hit_and_parity(start_cache, airflow3, template.format(run=quote(finished_run, safe="")))
+
+
 @pytest.mark.parametrize("path", CACHED)
 async def test_second_request_is_a_hit_with_the_direct_body(start_cache: StartCache, airflow3: AirflowInstance,
                                                            path: str):
+    await check_hit_and_parity(start_cache, airflow3, path)
+
+
+async def check_hit_and_parity(start_cache: StartCache, airflow3: AirflowInstance, path: str) -> None:
     base = await start_cache()
     token = airflow3.token("admin")
     async with aiohttp.ClientSession() as client:
@@ -121,6 +149,13 @@ async def test_second_request_is_a_hit_with_the_direct_body(start_cache: StartCa
         direct_status, _, direct = await get(client, airflow3.base_url + path, token)
     assert direct_status == 200
     assert canonical(second) == canonical(direct)
+
+
+def _ndjson_or_json(body: bytes) -> object:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return [json.loads(line) for line in body.splitlines() if line.strip()]
 
 
 async def test_if_none_match_gives_304_and_gzip_is_served_precompressed(start_cache: StartCache,
