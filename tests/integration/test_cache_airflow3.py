@@ -285,3 +285,48 @@ async def test_embedded_store_without_redis(start_cache: StartCache, airflow3: A
     async with aiohttp.ClientSession() as client:
         outcomes = [(await get(client, base + "/api/v2/dags/small_000/tasks", token))[1]["X-Cache"] for _ in range(3)]
     assert outcomes == ["MISS", "HIT", "HIT"]
+
+
+async def test_pollers_never_see_an_older_view_while_dags_and_runs_change(
+    start_cache: StartCache, airflow3: AirflowInstance
+):
+    """Many clients, two proxy instances sharing one fleet: while the DAG's definition changes twice and runs
+    are added, no client ever gets a view older than one it already saw."""
+    bases = [await start_cache(prefix="monotonic"), await start_cache(prefix="monotonic")]
+    token = airflow3.token("admin")
+    tasks_path, runs_path = "/api/v2/dags/small_004/tasks", "/ui/grid/runs/small_004?limit=50&order_by=-run_after"
+    regressions: list[str] = []
+    seen_tasks: list[int] = []
+    stop = asyncio.Event()
+
+    async def poller(index: int) -> None:
+        best_tasks = best_runs = 0
+        async with aiohttp.ClientSession() as client:
+            while not stop.is_set():
+                base = bases[(index + len(seen_tasks)) % 2]
+                _, _, body = await get(client, base + tasks_path, token)
+                count = len(json.loads(body)["tasks"])
+                if count < best_tasks:
+                    regressions.append(f"client {index}: {best_tasks} tasks, then {count}")
+                best_tasks = max(best_tasks, count)
+                seen_tasks.append(count)
+                _, _, body = await get(client, base + runs_path, token)
+                runs = len(json.loads(body))
+                if runs < best_runs:
+                    regressions.append(f"client {index}: {best_runs} runs, then {runs}")
+                best_runs = max(best_runs, runs)
+
+    pollers = [asyncio.ensure_future(poller(i)) for i in range(6)]
+    try:
+        for variant in (1, 2):
+            airflow3.touch_dag("small_004", variant)
+            await asyncio.to_thread(airflow3.sync_dags, "small_004")
+            await asyncio.to_thread(airflow3.create_runs, "small_004", ["success"])
+            await asyncio.sleep(1.0)
+    finally:
+        stop.set()
+        await asyncio.gather(*pollers)
+        airflow3.touch_dag("small_004", 0)
+        await asyncio.to_thread(airflow3.sync_dags, "small_004")
+    assert regressions == []
+    assert max(seen_tasks) > min(seen_tasks)  # the change was seen through the proxy
