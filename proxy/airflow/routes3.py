@@ -71,24 +71,27 @@ _TI_FILTERS = _p(
     "duration",
 )
 
+# Query parameters of routes/public/dag_run.py:get_dag_runs (served for one DAG and for "~").
+_DAG_RUNS_PARAMS = _p(
+    "limit offset cursor order_by state run_type dag_version bundle_version conf_contains"
+    " run_id_pattern run_id_prefix_pattern triggering_user_name_pattern triggering_user_name_prefix_pattern"
+    " dag_id_pattern dag_id_prefix_pattern partition_key_pattern partition_key_prefix_pattern"
+    " consuming_asset_pattern partition_date_gte partition_date_lte",
+    "run_after",
+    "logical_date",
+    "start_date",
+    "end_date",
+    "updated_at",
+    "duration",
+)
+
 ROUTES: Final[tuple[Route, ...]] = (
     # ----- the "~" (all DAGs) wildcard forms: before the {dag_id} routes that would match them -------------
     Route(
         "api.dag_runs.all",
         "/api/v2/dags/~/dagRuns",
         P,
-        _p(
-            "limit offset cursor order_by state run_type dag_version bundle_version conf_contains"
-            " run_id_pattern run_id_prefix_pattern triggering_user_name_pattern triggering_user_name_prefix_pattern"
-            " dag_id_pattern dag_id_prefix_pattern partition_key_pattern partition_key_prefix_pattern"
-            " consuming_asset_pattern partition_date_gte partition_date_lte",
-            "run_after",
-            "logical_date",
-            "start_date",
-            "end_date",
-            "updated_at",
-            "duration",
-        ),
+        _DAG_RUNS_PARAMS,
         dag_from=None,
         note=f"{_PUB}dag_run.py:get_dag_runs with dag_id '~' = runs of every DAG (the DAG list polls "
         "?limit=1&state=running&state=queued every 3 s). PASS: it depends on the run state of all DAGs, which "
@@ -383,18 +386,7 @@ ROUTES: Final[tuple[Route, ...]] = (
         "api.dag_runs",
         "/api/v2/dags/{dag_id}/dagRuns",
         S,
-        _p(
-            "limit offset cursor order_by state run_type dag_version bundle_version conf_contains"
-            " run_id_pattern run_id_prefix_pattern triggering_user_name_pattern triggering_user_name_prefix_pattern"
-            " dag_id_pattern dag_id_prefix_pattern partition_key_pattern partition_key_prefix_pattern"
-            " consuming_asset_pattern partition_date_gte partition_date_lte",
-            "run_after",
-            "logical_date",
-            "start_date",
-            "end_date",
-            "updated_at",
-            "duration",
-        ),
+        _DAG_RUNS_PARAMS,
         note=f"{_PUB}dag_run.py:get_dag_runs: runs + dag versions + notes + dag_display_name; the latest "
         "definition is read for existence/timetable. duration is end - start (None while running). cursor= "
         "(empty) selects keyset pagination. Auth: requires_access_dag(GET, RUN) + ReadableDagRunsFilterDep.",
