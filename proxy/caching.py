@@ -147,10 +147,11 @@ class CacheLayer:
         )
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        decision = self._decide(request, time.time())
+        # Only GET is ever cached: writes and the Execution API skip normalization and scope work entirely.
+        decision = self._decide(request, time.time()) if request.method == "GET" else None
         if not isinstance(decision, Cacheable):
             self.counters.bypass += 1
-            if log.isEnabledFor(logging.DEBUG):
+            if decision is not None and log.isEnabledFor(logging.DEBUG):
                 log.debug("bypass %s %s: %s", request.method, request.path[:200], decision.reason)
             response = await self._upstream.relay(request, (("X-Cache", "BYPASS"),))
             await self._after_write(request, response.status)

@@ -58,17 +58,14 @@ _DAGS_COMMON = _p(
     " dag_display_name_pattern dag_display_name_prefix_pattern exclude_stale paused has_import_errors"
     " last_dag_run_state dag_run_state bundle_name bundle_version is_favorite has_asset_schedule asset_dependency"
 )
+# Timestamp/duration range filters (``<name>_gte`` ...) shared by the run and task-instance list handlers.
+_RUN_RANGES = ("run_after", "logical_date", "start_date", "end_date", "updated_at", "duration")
 _GRID_RUN_FILTERS = _p("limit offset order_by run_type state triggering_user triggering_user_prefix", "run_after")
 _TI_FILTERS = _p(
     "limit offset order_by state pool pool_name_pattern pool_name_prefix_pattern queue queue_name_pattern"
     " queue_name_prefix_pattern executor version_number try_number operator operator_name_pattern"
     " operator_name_prefix_pattern map_index rendered_map_index_pattern rendered_map_index_prefix_pattern",
-    "run_after",
-    "logical_date",
-    "start_date",
-    "end_date",
-    "updated_at",
-    "duration",
+    *_RUN_RANGES,
 )
 
 # Query parameters of routes/public/dag_run.py:get_dag_runs (served for one DAG and for "~").
@@ -77,12 +74,7 @@ _DAG_RUNS_PARAMS = _p(
     " run_id_pattern run_id_prefix_pattern triggering_user_name_pattern triggering_user_name_prefix_pattern"
     " dag_id_pattern dag_id_prefix_pattern partition_key_pattern partition_key_prefix_pattern"
     " consuming_asset_pattern partition_date_gte partition_date_lte",
-    "run_after",
-    "logical_date",
-    "start_date",
-    "end_date",
-    "updated_at",
-    "duration",
+    *_RUN_RANGES,
 )
 
 ROUTES: Final[tuple[Route, ...]] = (

@@ -216,7 +216,7 @@ class RedisVersionStore:
             await self._client.publish(self.keys.channel, encode_beat(version_map, db_error))
 
     async def bump(self, dag_ids: Iterable[str], now: float, *, listing: bool = False) -> bool:
-        ids = [dag_id for dag_id in dag_ids]
+        ids = list(dag_ids)
         with map_redis_errors():
             result = await self._bump(
                 keys=[self.keys.versions], args=[int(now * 1000), "1" if listing else "0", self.keys.channel, *ids]
