@@ -39,7 +39,7 @@ async def start_cache(airflow3: AirflowInstance, redis_url: str, request: pytest
             upstream={"url": airflow3.base_url},
             database={"url": airflow3.db_url},
             redis=redis,
-            versions={"poll_interval": 0.2, "lease_ttl": 2.0, "state_max_age": 0},
+            versions={"poll_interval": 0.2, "lease_ttl": 2.0, "state_max_age": 0, **sections.pop("versions", {})},
             **sections,
         )
         app = create_app(settings)
@@ -330,3 +330,23 @@ async def test_pollers_never_see_an_older_view_while_dags_and_runs_change(
         await asyncio.to_thread(airflow3.sync_dags, "small_004")
     assert regressions == []
     assert max(seen_tasks) > min(seen_tasks)  # the change was seen through the proxy
+
+
+async def test_write_through_the_proxy_is_read_back_at_once(start_cache: StartCache, airflow3: AirflowInstance):
+    """Read-your-writes: a pause through the proxy bumps the DAG's versions before the next read."""
+    base = await start_cache(versions={"poll_interval": 30.0, "lease_ttl": 60.0, "max_version_age": 120.0})
+    token = airflow3.token("admin")
+    url = base + "/api/v2/dags/small_005"
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as client:
+        states = []
+        for paused in (False, True):
+            await get(client, url, token)
+            _, cached, _ = await get(client, url, token)
+            assert cached["X-Cache"] == "HIT"
+            async with client.patch(url, json={"is_paused": paused}, headers=headers) as resp:
+                assert resp.status == 200
+            _, after, body = await get(client, url, token)
+            states.append((after["X-Cache"], json.loads(body)["is_paused"]))
+    # With a 30 s poll interval only the bump can explain a fresh answer.
+    assert states == [("MISS", False), ("MISS", True)]
