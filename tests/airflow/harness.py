@@ -15,27 +15,30 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import ctypes
-import fcntl
 import http.cookiejar
 import json
 import os
 import re
 import secrets
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+
+from proxy.airflow import local
+from proxy.airflow.examples import (
+    BIG_DAG_ID,
+    CREATE_RUNS_SCRIPT,
+    big_dag_task_count,
+    generate_dags,
+    small_dag_ids,
+    touch_dag_definition,
+)
 
 __all__ = [
     "AIRFLOW_VERSIONS",
@@ -53,24 +56,22 @@ __all__ = [
     "venv_dir",
 ]
 
-AIRFLOW_VERSIONS: dict[int, str] = {3: "3.3.2", 2: "2.11.2"}
+AIRFLOW_VERSIONS = local.AIRFLOW_VERSIONS
 """The Airflow release installed for each major version."""
 
-EXTRA_PACKAGES: tuple[str, ...] = ("psycopg2-binary", "asyncpg")
-"""Installed beside Airflow: psycopg2 for the metadata DB; asyncpg because Airflow 3's
-``db migrate`` on a ``postgresql`` URL also builds an async engine and fails without it."""
+EXTRA_PACKAGES = local.EXTRA_PACKAGES
+"""Installed beside Airflow (see :data:`proxy.airflow.local.EXTRA_PACKAGES`)."""
 
 PASSWORDS: dict[str, str] = {"admin": "admin", "viewer1": "viewer1", "op1": "op1"}
 """Users created in every instance and their passwords."""
 
-_ROLES_3 = {"admin": "admin", "viewer1": "viewer", "op1": "op"}
+_ROLES = {"admin": "admin", "viewer1": "viewer", "op1": "op"}
 _ROLES_2 = {"admin": "Admin", "viewer1": "Viewer", "op1": "Op"}
-_MARKER = ".dagcache-installed.json"
 _JWT_SECRET = "dagcache-test-jwt-secret-0123456789abcdef0123456789abcdef"
 _SECRET_KEY = "dagcache-test-secret-key-0123456789abcdef"
 _FERNET_KEY = "dGVzdC1mZXJuZXQta2V5LWRhZ2NhY2hlLTMyYnl0ZXM="  # urlsafe base64 of 32 bytes
-_SERVER_STOP_GRACE = 15.0
-_PORT_TAKEN = ("address already in use", "connection in use")
+_SECRETS = local.Secrets(jwt_secret=_JWT_SECRET, secret_key=_SECRET_KEY, fernet_key=_FERNET_KEY)
+_PORT_TAKEN = local.PORT_TAKEN
 
 
 class AirflowError(RuntimeError):
@@ -82,53 +83,27 @@ def _log(message: str) -> None:
 
 
 def _tail(text: str, lines: int = 60) -> str:
-    return "\n".join(text.splitlines()[-lines:])
+    return local.tail(text, lines)
 
 
 # ---------------------------------------------------------------------------------------------
-# The Airflow virtualenv
+# The Airflow virtualenv (proxy.airflow.local, shared with `dagcache demo`)
 # ---------------------------------------------------------------------------------------------
 
 
 def venv_dir(major: int) -> Path:
     """Where the venv for ``major`` lives: ``$DAGCACHE_AIRFLOW_VENVS/airflow-<version>``,
     by default under ``~/.cache/dagcache/airflow-venvs``."""
-    root = os.environ.get("DAGCACHE_AIRFLOW_VENVS") or str(Path.home() / ".cache" / "dagcache" / "airflow-venvs")
-    return Path(root).expanduser() / f"airflow-{_version(major)}"
+    return local.venv_dir(major)
 
 
 def _version(major: int) -> str:
-    try:
-        return AIRFLOW_VERSIONS[major]
-    except KeyError:
-        expected = sorted(AIRFLOW_VERSIONS)
-        raise ValueError(f"unsupported Airflow major version {major!r}; expected one of {expected}") from None
+    return local.airflow_version(major)
 
 
 def airflow_bin(venv: Path) -> Path:
     """The ``airflow`` executable of a venv made by :func:`ensure_airflow_venv`."""
-    return venv / "bin" / "airflow"
-
-
-def _venv_python(venv: Path) -> Path:
-    return venv / "bin" / "python"
-
-
-def _requirements(major: int) -> list[str]:
-    return [f"apache-airflow=={_version(major)}", *EXTRA_PACKAGES]
-
-
-def _installed(venv: Path, requirements: Sequence[str]) -> bool:
-    try:
-        marker = json.loads((venv / _MARKER).read_text())
-    except (OSError, ValueError):
-        return False
-    return (
-        isinstance(marker, dict)
-        and marker.get("requirements") == list(requirements)
-        and airflow_bin(venv).exists()
-        and _venv_python(venv).exists()
-    )
+    return local.airflow_bin(venv)
 
 
 def ensure_airflow_venv(major: int) -> Path:
@@ -139,233 +114,15 @@ def ensure_airflow_venv(major: int) -> Path:
     starting its own. The base interpreter is ``$DAGCACHE_AIRFLOW_PYTHON`` or this one.
     No constraints file is used: only PyPI is reachable, and a plain install works.
     """
-    requirements = _requirements(major)
-    venv = venv_dir(major)
-    if _installed(venv, requirements):
-        return venv
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = venv.parent / f"{venv.name}.lock"
-    with open(lock_path, "w") as lock:
-        if not _try_lock(lock):
-            _log(f"waiting for another process installing {venv.name} (lock {lock_path})")
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if _installed(venv, requirements):
-                return venv
-            _install(venv, requirements)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    return venv
-
-
-def _try_lock(lock: IO[str]) -> bool:
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
-
-
-def _install(venv: Path, requirements: Sequence[str]) -> None:
-    started = time.monotonic()
-    if venv.exists():
-        _log(f"removing incomplete venv {venv}")
-        shutil.rmtree(venv)
-    base_python = os.environ.get("DAGCACHE_AIRFLOW_PYTHON") or sys.executable
-    log_path = venv.parent / f"{venv.name}.install.log"
-    _log(f"creating venv {venv} with {base_python}")
-    with open(log_path, "w") as log:
-        steps: list[list[str]] = [
-            [base_python, "-m", "venv", str(venv)],
-            [str(_venv_python(venv)), "-m", "pip", "install", "--progress-bar", "off", *requirements],
-        ]
-        for step in steps:
-            if step[1:3] == ["-m", "pip"]:
-                _log(f"pip install {' '.join(requirements)} (log: {log_path})")
-            log.write(f"$ {' '.join(step)}\n")
-            log.flush()
-            env = _clean_env()
-            result = subprocess.run(step, stdout=log, stderr=subprocess.STDOUT, env=env, check=False)
-            if result.returncode != 0:
-                log.close()
-                raise AirflowError(
-                    f"installing {requirements[0]} into {venv} failed (exit {result.returncode}):\n"
-                    + _tail(log_path.read_text())
-                )
-    version = subprocess.run(
-        [str(airflow_bin(venv)), "version"], capture_output=True, text=True, env=_clean_env(), check=False
-    )
-    if version.returncode != 0:
-        raise AirflowError(f"the installed airflow does not run:\n{_tail(version.stdout + version.stderr)}")
-    marker = {"requirements": list(requirements), "airflow_version": version.stdout.strip().splitlines()[-1]}
-    (venv / _MARKER).write_text(json.dumps(marker))
-    _log(f"installed {requirements[0]} in {time.monotonic() - started:.0f} s")
+        return local.ensure_venv(major, log=_log)
+    except local.LocalAirflowError as exc:
+        raise AirflowError(str(exc)) from exc
 
 
 def _clean_env(extra: Mapping[str, str] | None = None, venv: Path | None = None) -> dict[str, str]:
     """os.environ without anything that would leak the caller's Python or Airflow setup."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("AIRFLOW", "PYTHON", "_AIRFLOW"))
-        and key not in ("VIRTUAL_ENV", "PIP_REQUIRE_VIRTUALENV")
-    }
-    env["PYTHONUNBUFFERED"] = "1"
-    if venv is not None:
-        env["VIRTUAL_ENV"] = str(venv)
-        env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-    if extra:
-        env.update(extra)
-    return env
-
-
-# ---------------------------------------------------------------------------------------------
-# DAG files
-# ---------------------------------------------------------------------------------------------
-
-_IMPORTS = """\
-from __future__ import annotations
-
-import datetime
-
-try:  # Airflow 3: the task SDK and the standard provider
-    from airflow.providers.standard.operators.bash import BashOperator
-    from airflow.providers.standard.operators.empty import EmptyOperator
-    from airflow.sdk import DAG, TaskGroup, task
-except ImportError:  # Airflow 2
-    from airflow import DAG
-    from airflow.decorators import task
-    from airflow.operators.bash import BashOperator
-    from airflow.operators.empty import EmptyOperator
-    from airflow.utils.task_group import TaskGroup
-"""
-
-_SMALL_DAG = """\
-# Generated by dagcache tests/airflow/harness.py: small DAG {dag_id!r}, variant {variant}.{comment}
-{imports}
-
-with DAG(
-    dag_id={dag_id!r},
-    description="dagcache test DAG {index}",
-    schedule=None,
-    start_date=datetime.datetime(2024, 1, 1),
-    catchup=False,
-    tags={tags!r},
-    default_args={{"owner": "team_{team}"}},
-):
-    start = EmptyOperator(task_id="start")
-    extract_a = BashOperator(task_id="extract_a", bash_command="echo extract a")
-    extract_b = BashOperator(task_id="extract_b", bash_command="echo extract b")
-    transform = EmptyOperator(task_id="transform")
-    load = BashOperator(task_id="load", bash_command="echo load")
-    end = EmptyOperator(task_id="end")
-    start >> [extract_a, extract_b] >> transform >> load >> end
-    for k in range({variant}):
-        load >> EmptyOperator(task_id=f"extra_{{k}}") >> end
-"""
-
-_BIG_DAG = """\
-# Generated by dagcache tests/airflow/harness.py: {groups} task groups x {tables} tables x 4 tasks,
-# a fan-in check per group, a final fan-in and one mapped task.
-{imports}
-
-with DAG(
-    dag_id="big_dag",
-    description="dagcache test DAG with about {total} tasks",
-    schedule=None,
-    start_date=datetime.datetime(2024, 1, 1),
-    catchup=False,
-    tags=["big", "warehouse"],
-    default_args={{"owner": "warehouse"}},
-):
-    start = EmptyOperator(task_id="start")
-    final_check = EmptyOperator(task_id="final_check")
-
-    @task
-    def process_partition(part: int) -> int:
-        return part
-
-    for g in range({groups}):
-        with TaskGroup(group_id=f"group_{{g:02d}}") as group:
-            check = EmptyOperator(task_id="check")
-            for t in range({tables}):
-                extract = EmptyOperator(task_id=f"extract_table_{{t:03d}}")
-                transform = EmptyOperator(task_id=f"transform_table_{{t:03d}}")
-                validate = EmptyOperator(task_id=f"validate_table_{{t:03d}}")
-                load = EmptyOperator(task_id=f"load_table_{{t:03d}}")
-                extract >> transform >> validate >> load >> check
-        start >> group >> final_check
-
-    final_check >> process_partition.expand(part=[0, 1, 2, 3])
-"""
-
-BIG_DAG_ID = "big_dag"
-_BIG_GROUPS = 8
-
-
-def small_dag_ids(n_small: int) -> list[str]:
-    """The ids :func:`generate_dags` gives its small DAGs."""
-    return [f"small_{i:03d}" for i in range(n_small)]
-
-
-def _small_source(dag_id: str, variant: int, comment: str) -> str:
-    match = re.fullmatch(r"small_(\d+)", dag_id)
-    if match is None:
-        raise ValueError(f"{dag_id!r} is not a small DAG made by generate_dags")
-    index = int(match.group(1))
-    return _SMALL_DAG.format(
-        dag_id=dag_id,
-        variant=variant,
-        comment=f"\n# {comment}" if comment else "",
-        imports=_IMPORTS,
-        index=index,
-        tags=["small", f"team_{index % 3}"],
-        team=index % 3,
-    )
-
-
-def big_dag_task_count(big_tasks: int) -> int:
-    """How many tasks ``big_dag`` gets when :func:`generate_dags` is asked for ``big_tasks``
-    (the mapped task counts once)."""
-    return _BIG_GROUPS * (4 * _big_tables(big_tasks) + 1) + 3
-
-
-def _big_tables(big_tasks: int) -> int:
-    return max(1, round((big_tasks - 3 - _BIG_GROUPS) / (4 * _BIG_GROUPS)))
-
-
-def generate_dags(folder: Path, n_small: int = 10, big_tasks: int = 1000) -> list[str]:
-    """Write ``n_small`` DAGs of 6 tasks (``small_000``...) and ``big_dag`` into ``folder``.
-
-    ``big_dag`` has 8 task groups of ``extract >> transform >> validate >> load`` chains, one
-    per table, fanning in to a ``check`` per group, then a ``final_check`` and a mapped
-    ``process_partition`` (4 map indexes): about ``big_tasks`` tasks in all (0: no big DAG).
-    Every DAG has ``schedule=None``, so nothing runs by itself. Returns the DAG ids.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    dag_ids = small_dag_ids(n_small)
-    for dag_id in dag_ids:
-        (folder / f"{dag_id}.py").write_text(_small_source(dag_id, 0, ""))
-    if big_tasks > 0:
-        tables = _big_tables(big_tasks)
-        source = _BIG_DAG.format(
-            imports=_IMPORTS, groups=_BIG_GROUPS, tables=tables, total=big_dag_task_count(big_tasks)
-        )
-        (folder / f"{BIG_DAG_ID}.py").write_text(source)
-        dag_ids.append(BIG_DAG_ID)
-    return dag_ids
-
-
-def touch_dag_definition(folder: Path, dag_id: str, variant: int, *, comment: str = "") -> Path:
-    """Rewrite a small DAG's file: ``variant`` extra tasks ``extra_<k>`` between ``load`` and
-    ``end`` (0 restores the original definition). ``comment`` only adds a comment line, so the
-    same ``variant`` with another ``comment`` changes the source but not the definition.
-    The change reaches Airflow's DB on the next parse (e.g. ``airflow dags reserialize``)."""
-    path = folder / f"{dag_id}.py"
-    if not path.exists():
-        raise FileNotFoundError(path)
-    path.write_text(_small_source(dag_id, variant, comment))
-    return path
+    return local.clean_env(extra, venv)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,75 +145,6 @@ with conn.cursor() as cur:
         )
         cur.execute('DROP DATABASE IF EXISTS "%s"' % sys.argv[3])
 conn.close()
-"""
-
-# Creates runs the way a manual trigger does (trigger_dag: a dag_run and all its task instances,
-# mapped ones expanded), then moves them to a final state with plain SQL, as a scheduler would
-# have left them. Prints the run ids as JSON.
-_CREATE_RUNS_SCRIPT = """\
-import datetime, json, sys
-
-from sqlalchemy import text
-
-import airflow
-from airflow.api.common.trigger_dag import trigger_dag
-from airflow.utils.session import create_session
-
-dag_id, states = sys.argv[1], json.loads(sys.argv[2])
-major = int(airflow.__version__.split(".")[0])
-now = datetime.datetime.now(datetime.timezone.utc)
-run_ids = []
-with create_session() as session:
-    for k, state in enumerate(states):
-        logical_date = now - datetime.timedelta(minutes=10 * (len(states) - k))
-        run_id = "dagcache__" + logical_date.strftime("%Y%m%dT%H%M%S.%f")
-        if major >= 3:
-            from airflow.utils.types import DagRunTriggeredByType
-
-            trigger_dag(
-                dag_id, triggered_by=DagRunTriggeredByType.TEST, run_id=run_id, logical_date=logical_date,
-                run_after=logical_date, replace_microseconds=False, session=session,
-            )
-        else:
-            trigger_dag(dag_id, run_id=run_id, execution_date=logical_date, replace_microseconds=False,
-                        session=session)
-        session.flush()
-        start = logical_date + datetime.timedelta(seconds=5)
-        end = start + datetime.timedelta(minutes=3)
-        key = {"dag_id": dag_id, "run_id": run_id}
-        if state == "queued":
-            run_ids.append(run_id)
-            continue
-        ti_ids = [r[0] for r in session.execute(text(
-            "SELECT task_id || ':' || map_index FROM task_instance WHERE dag_id = :dag_id AND run_id = :run_id"
-            " ORDER BY task_id, map_index"), key)]
-        if state == "success":
-            final = {t: "success" for t in ti_ids}
-        elif state == "failed":
-            final = {t: "success" for t in ti_ids}
-            final[ti_ids[-1]] = "failed"
-        elif state == "running":
-            half = len(ti_ids) // 2
-            final = {t: "success" for t in ti_ids[:half]}
-            final[ti_ids[half]] = "running"
-        else:
-            raise SystemExit("unknown run state %r" % state)
-        for ti_state in sorted(set(final.values())):
-            chosen = [t for t, s in final.items() if s == ti_state]
-            session.execute(text(
-                "UPDATE task_instance SET state = :state, start_date = :start, queued_dttm = :start,"
-                " end_date = :end, duration = :duration, try_number = 1, hostname = 'dagcache-test',"
-                " updated_at = now() WHERE dag_id = :dag_id AND run_id = :run_id"
-                " AND task_id || ':' || map_index = ANY(:ids)"),
-                {**key, "state": ti_state, "start": start, "ids": chosen,
-                 "end": None if ti_state == "running" else end,
-                 "duration": None if ti_state == "running" else 180.0})
-        session.execute(text(
-            "UPDATE dag_run SET state = :state, start_date = :start, end_date = :end, updated_at = now()"
-            " WHERE dag_id = :dag_id AND run_id = :run_id"),
-            {**key, "state": state, "start": start, "end": None if state == "running" else end})
-        run_ids.append(run_id)
-print(json.dumps(run_ids))
 """
 
 # `airflow sync-perm` (the Viewer and Op roles exist only after it) and `airflow users create`
@@ -521,10 +209,7 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return local.free_port()
 
 
 def _with_database(url: str, database: str) -> str:
@@ -636,8 +321,7 @@ class AirflowInstance:
             _register(self)
         self.dag_ids = generate_dags(self.dags_folder, self.n_small, self.big_tasks)
         if self.major >= 3:
-            passwords_file = self.home / "simple_auth_manager_passwords.json.generated"
-            passwords_file.write_text(json.dumps(self.passwords))
+            local.passwords_file(self.home).write_text(json.dumps(self.passwords))
         with self._timed("db migrate"):
             self.airflow("db", "migrate")
         with self._timed("reserialize"):
@@ -676,21 +360,10 @@ class AirflowInstance:
                 self.base_url = f"http://127.0.0.1:{self.port}"
 
     def _spawn_server(self) -> None:
-        if self.major >= 3:
-            command = ["api-server", "--port", str(self.port), "--host", "127.0.0.1", "-w", str(self.workers)]
-        else:
-            command = ["webserver", "--port", str(self.port), "--hostname", "127.0.0.1", "-w", str(self.workers)]
-        with open(self.log_path, "wb") as log:
-            self._process = subprocess.Popen(
-                [str(airflow_bin(self.venv)), *command],
-                cwd=self.home,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent(),
-            )
+        command = local.server_command(self.major, self.port, self.workers)
+        self._process = local.spawn_server(
+            [str(airflow_bin(self.venv)), *command], cwd=self.home, env=self.env, log_path=self.log_path
+        )
         try:
             self._wait_until_serving()
         except BaseException:
@@ -774,36 +447,17 @@ class AirflowInstance:
     @property
     def env(self) -> dict[str, str]:
         """The environment every Airflow process of this instance runs with."""
-        settings = {
-            "AIRFLOW_HOME": str(self.home),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.sqlalchemy_url,
-            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__FERNET_KEY": _FERNET_KEY,
-            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.home / "logs"),
-        }
-        if self.major >= 3:
-            settings |= {
-                "AIRFLOW__API_AUTH__JWT_SECRET": _JWT_SECRET,
-                "AIRFLOW__API__SECRET_KEY": _SECRET_KEY,
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
-                    f"{name}:{_ROLES_3[name]}" for name in self.passwords
-                ),
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(
-                    self.home / "simple_auth_manager_passwords.json.generated"
-                ),
-            }
-            if self.serve:
-                settings["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = f"{self.base_url}/execution/"
-        else:
-            settings |= {
-                "AIRFLOW__WEBSERVER__SECRET_KEY": _SECRET_KEY,
-                "AIRFLOW__API__AUTH_BACKENDS": ("airflow.api.auth.backend.basic_auth,airflow.api.auth.backend.session"),
-                # Login is rate-limited per worker (5 per 40 s); tests log in more often than that.
-                "AIRFLOW__FAB__AUTH_RATE_LIMITED": "False",
-            }
-        settings |= self._extra_env
-        return _clean_env(settings, self.venv)
+        return local.airflow_env(
+            self.major,
+            venv=self.venv,
+            home=self.home,
+            sqlalchemy_url=self.sqlalchemy_url,
+            dags_folder=self.dags_folder,
+            secrets=_SECRETS,
+            users={name: _ROLES[name] for name in self.passwords},
+            base_url=self.base_url if self.major >= 3 and self.serve else "",
+            extra=self._extra_env,
+        )
 
     def airflow(self, *args: str, check: bool = True, timeout: float = 600.0) -> subprocess.CompletedProcess[str]:
         """Run the ``airflow`` CLI with this instance's environment (output captured as text)."""
@@ -811,38 +465,17 @@ class AirflowInstance:
 
     def venv_python(self, *args: str, check: bool = True, timeout: float = 600.0) -> subprocess.CompletedProcess[str]:
         """Run the Airflow venv's python with this instance's environment, e.g. ``("-c", code)``."""
-        return self._run([str(_venv_python(self.venv)), *args], check=check, timeout=timeout)
+        return self._run([str(local.venv_python(self.venv)), *args], check=check, timeout=timeout)
 
     def _run(self, command: list[str], *, check: bool, timeout: float) -> subprocess.CompletedProcess[str]:
         # start_new_session + killing the group on timeout: nothing the command forks survives it.
-        with subprocess.Popen(
-            command,
-            cwd=self.home,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        ) as process:
-            try:
-                stdout, stderr = process.communicate(timeout=timeout)
-            except BaseException:
-                _kill_group(process.pid, signal.SIGKILL)
-                process.communicate()
-                raise
-        result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
-        if check and result.returncode != 0:
-            shown = " ".join(Path(command[0]).name.split() + command[1:])
-            if len(shown) > 300:
-                shown = shown[:300] + "..."
-            raise AirflowError(
-                f"`{shown}` failed with exit {result.returncode}:\n{_tail(result.stdout, 20)}\n{_tail(result.stderr)}"
-            )
-        return result
+        try:
+            return local.run(command, cwd=self.home, env=self.env, timeout=timeout, check=check)
+        except local.LocalAirflowError as exc:
+            raise AirflowError(str(exc)) from exc
 
     def _admin_sql(self, action: str) -> None:
-        command = [str(_venv_python(self.venv)), "-c", _ADMIN_SQL_SCRIPT, self.admin_db_url, action, self.db_name]
+        command = [str(local.venv_python(self.venv)), "-c", _ADMIN_SQL_SCRIPT, self.admin_db_url, action, self.db_name]
         result = subprocess.run(command, capture_output=True, text=True, env=_clean_env(), timeout=120, check=False)
         if result.returncode != 0:
             raise AirflowError(f"{action} database {self.db_name} failed:\n{_tail(result.stderr)}")
@@ -878,7 +511,7 @@ class AirflowInstance:
         No task actually executes, so it is cheap: one Python process (~5-10 s import and
         setup) plus about a second per big-DAG run. :meth:`dags_test` really executes a DAG.
         """
-        result = self.venv_python("-c", _CREATE_RUNS_SCRIPT, dag_id, json.dumps(list(states)))
+        result = self.venv_python("-c", CREATE_RUNS_SCRIPT, dag_id, json.dumps(list(states)))
         run_ids: list[str] = json.loads(result.stdout.strip().splitlines()[-1])
         return run_ids
 
@@ -1002,52 +635,9 @@ def _stop_all() -> None:
         instance.stop()
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the child get SIGTERM if this process dies without cleaning
-    up (e.g. pytest killed by SIGKILL); the server then shuts its workers down itself.
-    Linux only, and only from the main thread: PR_SET_PDEATHSIG fires when the *thread* that
-    forked the child exits."""
-    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    pr_set_pdeathsig = 1
-
-    def preexec() -> None:
-        prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
-
-    return preexec
-
-
-def _kill_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
 def _group_pids(pgid: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            stat = (entry / "stat").read_text()
-            # Fields after the parenthesised command: state ppid pgrp ...
-            fields = stat[stat.rindex(")") + 2 :].split()
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                pids.append(int(entry.name))
-    return pids
+    return local.group_pids(pgid)
 
 
 def _stop_process_group(process: subprocess.Popen[bytes]) -> None:
-    pgid = process.pid  # start_new_session: the leader's pid is the group id
-    _kill_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + _SERVER_STOP_GRACE
-    while time.monotonic() < deadline:
-        process.poll()
-        if not _group_pids(pgid):
-            break
-        time.sleep(0.2)
-    else:
-        _log(f"process group {pgid} still alive after {_SERVER_STOP_GRACE:.0f} s: SIGKILL")
-        _kill_group(pgid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=5)
+    local.stop_process_group(process, log=_log)
