@@ -195,3 +195,4 @@ def create_app(settings: Settings) -> web.Application:
 
 async def _handle(request: web.Request) -> web.StreamResponse:
     return await request.app[HANDLER](request)
+        admin_token=settings.admin.token,

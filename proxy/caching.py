@@ -12,6 +12,8 @@ it pass through until it answers again.
 
 from __future__ import annotations
 
+import dataclasses
+import hmac
 import logging
 import os
 import time
@@ -30,6 +32,8 @@ from cache import (
     fill_once,
 )
 from proxy.config import CacheConfig, ServerConfig, VersionsConfig
+from proxy.errors import UpstreamError
+from proxy.forwarding import BYPASS_HEADER
 from proxy.negotiate import choose
 from proxy.policy import Cacheable, PassThrough, decide, is_storable, write_effects
 from proxy.requests import Reject, normalize_target, split_target
@@ -86,6 +90,10 @@ class CacheCounters:
     shared_fills: int = 0
     stored: int = 0
     upstream_fetches: int = 0
+    stale: int = 0  # answered from a stored entry marked X-Cache: STALE (serve_stale, stale_if_error)
+    admin_bypass: int = 0  # X-Dagcache-Bypass with the admin token
+    shadow_hits: int = 0  # shadow mode: answered by the upstream, would have been a hit
+    shadow_misses: int = 0  # shadow mode: answered by the upstream, would have been a miss
 
 
 class CacheLayer:
@@ -104,6 +112,7 @@ class CacheLayer:
         secret: bytes,
         namespace: str,
         lock_ttl: float,
+        admin_token: str = "",
     ) -> None:
         self._table = table
         self._versions = versions
@@ -120,6 +129,8 @@ class CacheLayer:
         self._memo = TokenMemo()
         self._role = RoleMode(config.jwt_secret.encode(), config.jwt_audience) if config.scope == "role" else None
         self._owner = f"{os.getpid()}"
+        self._admin_token = admin_token.encode()
+        self._shadow = config.mode == "shadow"
         self.breaker = Breaker()
         self.counters = CacheCounters()
 
@@ -144,27 +155,63 @@ class CacheLayer:
             now,
             headers=headers,
             max_version_age=self._max_version_age,
+            serve_stale=self._config.serve_stale,
         )
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        if self._bypass_requested(request):
+            self.counters.admin_bypass += 1
+            return await self._pass(request, "admin bypass header")
         # Only GET is ever cached: writes and the Execution API skip normalization and scope work entirely.
         decision = self._decide(request, time.time()) if request.method == "GET" else None
         if not isinstance(decision, Cacheable):
-            self.counters.bypass += 1
-            if decision is not None and log.isEnabledFor(logging.DEBUG):
-                log.debug("bypass %s %s: %s", request.method, request.path[:200], decision.reason)
-            response = await self._upstream.relay(request, (("X-Cache", "BYPASS"),))
-            await self._after_write(request, response.status)
-            return response
+            return await self._pass(request, None if decision is None else decision.reason)
 
         parts = decision.key_parts
         key = CacheKey(self._namespace, parts.route, parts.dag_id, parts.versions, parts.scope, parts.digest)
         rendered, etag = key.render(), key.etag()
         generation = str(decision.generation)
+        if self._shadow:
+            return await self._shadow_handle(request, decision, key)
         if _matches(request.headers.get("If-None-Match"), etag):
             self.counters.not_modified += 1
-            return web.Response(status=304, headers=self._validators(etag, generation, "HIT"))
+            outcome = "STALE" if decision.stale else "HIT"
+            return web.Response(status=304, headers=self._validators(etag, generation, outcome))
 
+        entry = await self._lookup(rendered)
+        if entry is not None:
+            if decision.stale:
+                self.counters.stale += 1
+                return self._serve(request, entry, etag, generation, "STALE")
+            self.counters.hits += 1
+            return self._serve(request, entry, etag, generation, "HIT")
+        if decision.stale:
+            return await self._pass(request, "versions stale and nothing stored for them")
+        if self.breaker.open:
+            return await self._pass(request, "Redis circuit open")
+        return await self._fill(request, decision, key)
+
+    def _bypass_requested(self, request: web.Request) -> bool:
+        offered = request.headers.get(BYPASS_HEADER)
+        if offered is None:
+            return False
+        if self._admin_token and hmac.compare_digest(offered.encode(), self._admin_token):
+            return True
+        log.warning("ignoring %s: it does not carry the admin token ([admin] token)", BYPASS_HEADER)
+        return False
+
+    async def _pass(self, request: web.Request, reason: object) -> web.StreamResponse:
+        """Relay to the upstream untouched (``X-Cache: BYPASS``); a successful write bumps what it changed."""
+        self.counters.bypass += 1
+        if reason is not None and log.isEnabledFor(logging.DEBUG):
+            log.debug("bypass %s %s: %s", request.method, request.path[:200], reason)
+        response = await self._upstream.relay(request, (("X-Cache", "BYPASS"),))
+        await self._after_write(request, response.status)
+        return response
+
+    async def _lookup(self, rendered: str) -> CachedResponse | None:
+        """The entry under ``rendered`` from L1, else from the shared store (copied into L1); Redis errors
+        count against the breaker and read as a miss."""
         entry = self._l1.lookup(rendered) if self._l1 is not None else None
         if entry is None and not self.breaker.open:
             try:
@@ -174,74 +221,126 @@ class CacheLayer:
                 self.breaker.failed(exc)
             if entry is not None and self._l1 is not None:
                 self._l1.store(rendered, entry, self._config.ttl)
-        if entry is not None:
-            self.counters.hits += 1
-            return self._serve(request, entry, etag, generation, "HIT")
-        if self.breaker.open:
-            self.counters.bypass += 1
-            return await self._upstream.relay(request, (("X-Cache", "BYPASS"),))
-        return await self._fill(request, decision, rendered, etag, generation)
+        return entry
 
-    async def _fill(
-        self, request: web.Request, decision: Cacheable, rendered: str, etag: str, generation: str
-    ) -> web.StreamResponse:
+    async def _shadow_handle(self, request: web.Request, decision: Cacheable, key: CacheKey) -> web.StreamResponse:
+        """Shadow mode: the upstream answers every request; the cache is filled as it would be and the would-be
+        outcome is counted and shown in ``X-Dagcache-Shadow``."""
+        rendered = key.render()
+        entry = await self._lookup(rendered)
+        would = "HIT" if entry is not None else "MISS"
+        if entry is not None:
+            self.counters.shadow_hits += 1
+        else:
+            self.counters.shadow_misses += 1
+        marks = (("X-Cache", "SHADOW"), ("X-Dagcache-Shadow", would))
+        if entry is not None or decision.stale or self.breaker.open:
+            return await self._upstream.relay(request, marks)
+        self.counters.upstream_fetches += 1
+        answer = await self._upstream.fetch(request)
+        stored = self._entry_from(request, decision, key, answer)
+        if stored is not None:
+            try:
+                await self._shared.put(rendered, stored, self._config.ttl)
+                self.breaker.succeeded()
+            except CacheUnavailable as exc:
+                self.breaker.failed(exc)
+        return _answer(request, answer, marks)
+
+    def _entry_from(
+        self, request: web.Request, decision: Cacheable, key: CacheKey, answer: Fetched
+    ) -> CachedResponse | None:
+        """The entry to store for ``answer``, or None: not storable, or the versions moved (the fill guard)."""
+        storable = is_storable(
+            answer.status,
+            answer.headers,
+            len(answer.body),
+            self._config.max_entry_size,
+            keyed_headers=decision.route.vary,
+        )
+        if not storable:
+            log.debug("not stored %s: %s", request.path[:200], storable)
+            return None
+        after = self._decide(request, time.time())
+        if not isinstance(after, Cacheable) or after.stale or after.key_parts != decision.key_parts:
+            log.debug("not stored %s: versions moved during the fetch", request.path[:200])
+            return None
+        kept = tuple((k, v) for k, v in answer.headers if k.lower() in _STORED_HEADERS)
+        return CachedResponse.create(
+            status=answer.status,
+            headers=kept,
+            body=answer.body,
+            key=key.render(),
+            etag=key.etag(),
+            stored_at=time.time(),
+            level=self._config.compression_level,
+        )
+
+    async def _fill(self, request: web.Request, decision: Cacheable, key: CacheKey) -> web.StreamResponse:
+        rendered, etag, generation = key.render(), key.etag(), str(decision.generation)
         fetched: list[Fetched] = []
 
         async def produce() -> CachedResponse | None:
             self.counters.upstream_fetches += 1
             answer = await self._upstream.fetch(request)
             fetched.append(answer)
-            storable = is_storable(
-                answer.status,
-                answer.headers,
-                len(answer.body),
-                self._config.max_entry_size,
-                keyed_headers=decision.route.vary,
-            )
-            if not storable:
-                log.debug("not stored %s: %s", request.path[:200], storable)
-                return None
-            after = self._decide(request, time.time())
-            if not isinstance(after, Cacheable) or after.key_parts != decision.key_parts:
-                log.debug("not stored %s: versions moved during the fetch", request.path[:200])
-                return None
-            kept = tuple((k, v) for k, v in answer.headers if k.lower() in _STORED_HEADERS)
-            return CachedResponse.create(
-                status=answer.status,
-                headers=kept,
-                body=answer.body,
-                key=rendered,
-                etag=etag,
-                stored_at=time.time(),
-                level=self._config.compression_level,
-            )
+            return self._entry_from(request, decision, key, answer)
 
-        entry, outcome = await fill_once(
-            self._shared,
-            self._coordinator,
-            rendered,
-            produce,
-            ttl=self._config.ttl,
-            lock_ttl=self._lock_ttl,
-            wait_timeout=self._config.fill_wait,
-            owner=self._owner,
-        )
+        try:
+            entry, outcome = await fill_once(
+                self._shared,
+                self._coordinator,
+                rendered,
+                produce,
+                ttl=self._config.ttl,
+                lock_ttl=self._lock_ttl,
+                wait_timeout=self._config.fill_wait,
+                owner=self._owner,
+            )
+        except UpstreamError:
+            stale = await self._last_good(request, key)
+            if stale is None:
+                raise
+            return stale
         self.counters.misses += 1
         if entry is None:
             answer = fetched[-1]
-            return web.Response(
-                status=answer.status,
-                reason=answer.reason,
-                body=None if request.method == "HEAD" else answer.body,
-                headers=[*((k, v) for k, v in answer.headers if k.lower() != "content-length"), ("X-Cache", "MISS")],
-            )
+            if answer.status >= 500 and (stale := await self._last_good(request, key)) is not None:
+                return stale
+            return _answer(request, answer, (("X-Cache", "MISS"),))
         if self._l1 is not None:
             self._l1.store(rendered, entry, self._config.ttl)
         if outcome is Outcome.SHARED:
             self.counters.shared_fills += 1
         else:
             self.counters.stored += 1
+            if self._config.stale_if_error:
+                await self._keep_last_good(key, entry)
         return self._serve(request, entry, etag, generation, "MISS")
+
+    async def _keep_last_good(self, key: CacheKey, entry: CachedResponse) -> None:
+        """stale_if_error: a copy of the newest stored entry under the key without versions."""
+        latest = _latest(key)
+        try:
+            await self._shared.put(latest, dataclasses.replace(entry, key=latest), self._config.ttl)
+        except CacheUnavailable as exc:
+            self.breaker.failed(exc)
+
+    async def _last_good(self, request: web.Request, key: CacheKey) -> web.Response | None:
+        """stale_if_error: the last entry stored for this view and scope, served ``X-Cache: STALE``."""
+        if not self._config.stale_if_error or self.breaker.open:
+            return None
+        try:
+            entry = await self._shared.get(_latest(key))
+        except CacheUnavailable as exc:
+            self.breaker.failed(exc)
+            return None
+        if entry is None:
+            return None
+        self.counters.stale += 1
+        log.warning("upstream failed on %s: serving the last stored entry (stale_if_error)", request.path[:200])
+        generation = str(self._versions.current.generation) if self._versions.current is not None else "0"
+        return self._serve(request, entry, entry.etag, generation, "STALE")
 
     def _validators(self, etag: str, generation: str, outcome: str) -> dict[str, str]:
         return {
@@ -281,6 +380,22 @@ class CacheLayer:
             return
         dag_ids = list(current.dags) if effect.dag_id is None else [effect.dag_id]
         await self._versions.bump(dag_ids, listing=effect.listing)
+
+
+def _latest(key: CacheKey) -> str:
+    """Where stale_if_error keeps the newest entry of ``key``'s view and scope: the key without versions
+    (a real key always has at least one version, so the two never collide)."""
+    return CacheKey(key.namespace, key.route, key.dag, (), key.scope, key.digest).render()
+
+
+def _answer(request: web.Request, answer: Fetched, marks: tuple[tuple[str, str], ...]) -> web.Response:
+    """The upstream's buffered answer, as it came (its length header recomputed), with ``marks`` added."""
+    return web.Response(
+        status=answer.status,
+        reason=answer.reason,
+        body=None if request.method == "HEAD" else answer.body,
+        headers=[*((k, v) for k, v in answer.headers if k.lower() != "content-length"), *marks],
+    )
 
 
 def _matches(header: str | None, etag: str) -> bool:

@@ -28,7 +28,9 @@ ENV_PREFIX = "DAGCACHE_"
 CONFIG_PATH_ENV = "DAGCACHE_CONFIG"
 
 #: Keys whose values are never shown in logs or error messages.
-SECRET_KEYS = frozenset({"redis.url", "redis.password", "database.url", "cache.secret", "cache.jwt_secret"})
+SECRET_KEYS = frozenset(
+    {"redis.url", "redis.password", "database.url", "cache.secret", "cache.jwt_secret", "admin.token"}
+)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -130,6 +132,7 @@ class AdminConfig(_Section):
     port: int = Field(9090, ge=1, le=65535)
     readiness_cache: float = Field(2.0, ge=0, le=300)
 
+    token: str = ""
 
 class RedisConfig(_Section):
     """The shared store. Empty ``url``: the embedded in-process store (one process, nothing shared)."""
@@ -188,7 +191,7 @@ class VersionsConfig(_Section):
 class CacheConfig(_Section):
     """Serving DAG views from the cache (needs [database] url; otherwise everything passes through)."""
 
-    mode: Literal["on", "off"] = "on"
+    mode: Literal["on", "off", "shadow"] = "on"
     secret: str = ""
     scope: Literal["credential", "role"] = "credential"
     jwt_secret: str = ""
@@ -200,6 +203,8 @@ class CacheConfig(_Section):
     fill_wait: float = Field(30.0, gt=0, le=3600)
     compression_level: int = Field(6, ge=1, le=9)
 
+    stale_if_error: bool = False
+    serve_stale: bool = False
     @model_validator(mode="after")
     def _check_role_scope(self) -> CacheConfig:
         if self.scope == "role" and not self.jwt_secret:

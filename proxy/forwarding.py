@@ -39,8 +39,12 @@ HOP_BY_HOP = frozenset(
     }
 )
 
-#: Request headers the proxy answers itself and never forwards.
-_CONSUMED_REQUEST = frozenset({"expect"})
+#: The header that asks dagcache to skip its cache (honoured only with the admin token; see proxy.caching).
+BYPASS_HEADER = "X-Dagcache-Bypass"
+
+#: Request headers the proxy answers itself and never forwards (the bypass header carries the admin token:
+#: Airflow must never see it).
+_CONSUMED_REQUEST = frozenset({"expect", BYPASS_HEADER.lower()})
 
 _FORWARDED = ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "x-forwarded-prefix")
 

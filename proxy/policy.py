@@ -9,7 +9,9 @@ stored; which DAGs did this write change. Pure: the handler does the I/O around 
 2. the target normalized (:func:`proxy.requests.normalize_target`): a route, known parameters only;
 3. the route's kind is not PASS, and each ``pass_unless`` parameter has only allowed values;
 4. a DAG view names exactly one DAG (path parameter, or one value of the ``dag_from`` query parameter);
-5. the version map is held and fresh (``now - polled_at <= max_version_age``), else STALE_VERSIONS;
+5. the version map is held and fresh (``now - polled_at <= max_version_age``), else STALE_VERSIONS — unless
+   ``serve_stale``: then a held map that is too old still gives a key, flagged ``stale`` (the caller may
+   answer it from a stored entry, never fill it);
 6. the DAG is in the map (else the upstream answers, typically 404);
 7. the request has a scope (:func:`proxy.scope.scope_for`).
 
@@ -80,6 +82,7 @@ class Cacheable:
     dag_id: str | None
     key_parts: KeyParts
     generation: int  # of the map the key was derived from (for X-Dagcache-Generation)
+    stale: bool = False  # the map is older than max_version_age (only with serve_stale): serve stored, never fill
 
 
 def decide(
@@ -91,6 +94,7 @@ def decide(
     *,
     headers: Iterable[tuple[str, str]] = (),
     max_version_age: float,
+    serve_stale: bool = False,
 ) -> PassThrough | Cacheable:
     """Whether a request may be answered from the cache, and under which key (see the module doc)."""
     if method != "GET":
@@ -111,7 +115,10 @@ def decide(
             dag_id = named[0] if len(named) == 1 and named[0] else None
         if dag_id is None:
             return PassThrough(Reason.NO_DAG)
-    if versions is None or not fresh(versions, now, max_version_age):
+    if versions is None:
+        return PassThrough(Reason.STALE_VERSIONS)
+    stale = not fresh(versions, now, max_version_age)
+    if stale and not serve_stale:
         return PassThrough(Reason.STALE_VERSIONS)
     dag = None if dag_id is None else versions.get(dag_id)
     if dag_id is not None and dag is None:
@@ -139,7 +146,7 @@ def decide(
         target_digest=target.digest,
         scope=scope.role if scope.role is not None and not route.per_user else scope.credential,
     )
-    return Cacheable(route, dag_id, parts, versions.generation)
+    return Cacheable(route, dag_id, parts, versions.generation, stale)
 
 
 def _vary(names: tuple[str, ...], headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str | None], ...]:

@@ -5,58 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.app import CACHE, VERSIONS, create_app
-from proxy.server import bind_socket, make_runner
+from proxy.app import CACHE
 from tests.airflow.harness import AirflowInstance
-from tests.conftest import make_settings
-from tests.servers import free_port
+from tests.integration.conftest import CacheStarter
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
 
-StartCache = Callable[..., Awaitable[str]]
-APPS: list[web.Application] = []
-
-
-@pytest.fixture
-async def start_cache(airflow3: AirflowInstance, redis_url: str, request: pytest.FixtureRequest
-                      ) -> AsyncIterator[StartCache]:
-    runners: list[web.AppRunner] = []
-    prefix = f"it{abs(hash(request.node.nodeid)) % 10**8}"
-
-    async def start(**sections: dict[str, Any]) -> str:
-        port = free_port()
-        redis = {"url": redis_url, "key_prefix": sections.pop("prefix", prefix), **sections.pop("redis", {})}
-        settings = make_settings(
-            server={"host": "127.0.0.1", "port": port},
-            upstream={"url": airflow3.base_url},
-            database={"url": airflow3.db_url},
-            redis=redis,
-            versions={"poll_interval": 0.2, "lease_ttl": 2.0, "state_max_age": 0, **sections.pop("versions", {})},
-            **sections,
-        )
-        app = create_app(settings)
-        runner = make_runner(app, settings)
-        await runner.setup()
-        await web.SockSite(runner, bind_socket("127.0.0.1", port, reuse_port=False)).start()
-        runners.append(runner)
-        APPS.append(app)
-        versions = app[VERSIONS]
-        async with asyncio.timeout(20):
-            await versions.wait_ready()
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    APPS.clear()
-    for runner in runners:
-        await runner.cleanup()
+StartCache = CacheStarter
 
 
 def canonical(body: bytes) -> object:
@@ -251,7 +211,7 @@ async def test_concurrent_misses_make_one_upstream_request(start_cache: StartCac
     assert all(status == 200 for status, _, _ in results), [(s, h.get("X-Cache"), b[:100]) for s, h, b in results]
     assert len({body for _, _, body in results}) == 1
     # 50 concurrent misses over two proxy instances: exactly one request reached Airflow.
-    assert sum(app[CACHE].counters.upstream_fetches for app in APPS) == 1
+    assert sum(app[CACHE].counters.upstream_fetches for app in start_cache.apps) == 1
 
 
 async def test_redis_outage_never_fails_a_request(start_cache: StartCache, airflow3: AirflowInstance):

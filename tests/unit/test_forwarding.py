@@ -95,6 +95,13 @@ def test_expect_is_answered_by_the_proxy_not_forwarded():
     assert "expect" not in out
 
 
+def test_the_admin_bypass_header_never_reaches_airflow():
+    headers = [("x-dagcache-bypass", "admin-token"), ("Authorization", "Bearer t")]
+    out = _dict(request_headers(headers, _hop(), host_mode="upstream", upstream_netloc="u"))
+    assert "x-dagcache-bypass" not in out
+    assert out["authorization"] == "Bearer t"
+
+
 @pytest.mark.parametrize(
     ("peer", "trusted", "expected"),
     [

@@ -118,6 +118,18 @@ def test_route_reasons_come_before_scope_and_versions():
     assert stale == PassThrough(Reason.STALE_VERSIONS)
 
 
+def test_serve_stale_keys_an_old_map_as_before_and_flags_it():
+    fresh_key = _decide(f"/api/v2/dags/{DAG}/tasks")
+    old = _decide(f"/api/v2/dags/{DAG}/tasks", now=NOW + 60, serve_stale=True)
+    assert isinstance(fresh_key, Cacheable) and isinstance(old, Cacheable)
+    assert (fresh_key.stale, old.stale) == (False, True)
+    assert old.key_parts == fresh_key.key_parts, "a stale request must find what was stored under the last map"
+    # Without a map there is nothing to be stale from; and the other reasons still come first.
+    assert _decide(f"/api/v2/dags/{DAG}/tasks", versions=None, serve_stale=True) == PassThrough(Reason.STALE_VERSIONS)
+    no_credential = _decide(f"/api/v2/dags/{DAG}/tasks", now=NOW + 60, serve_stale=True, scope=PassReason.NO_CREDENTIAL)
+    assert no_credential == PassThrough(PassReason.NO_CREDENTIAL)
+
+
 def test_false_spellings_keep_the_definition_kind():
     for value in ("false", "False", "0", "off", "NO"):
         assert isinstance(
