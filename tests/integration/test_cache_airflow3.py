@@ -88,6 +88,45 @@ async def test_run_views_hit_with_the_direct_body(start_cache: StartCache, airfl
     await check_hit_and_parity(start_cache, airflow3, template.format(run=quote(finished_run, safe="")))
 
 
+# The rest of the cached routes: warnings, single task and version, deadline alerts, run stats, and the task
+# instance family including the mapped task of big_dag (process_partition, 4 map indexes) and tries.
+MORE_VIEWS = [
+    "/api/v2/dagWarnings?limit=50",
+    "/api/v2/dags/big_dag/tasks/start",
+    "/api/v2/dags/small_000/dagVersions/1",
+    "/ui/dags/big_dag/deadlineAlerts",
+    "/ui/dags/big_dag/dagRuns/{run}/stats",
+    "/api/v2/dags/big_dag/dagRuns/{run}/taskInstances/process_partition/listMapped?limit=10",
+    "/api/v2/dags/big_dag/dagRuns/{run}/taskInstances/process_partition/2",
+    "/api/v2/dags/big_dag/dagRuns/{run}/taskInstances/start/tries",
+    "/api/v2/dags/big_dag/dagRuns/{run}/taskInstances/start/tries/{try}",
+    "/api/v2/dags/big_dag/dagRuns/{run}/taskInstances/process_partition/2/tries",
+    "/api/v2/dags/big_dag/dagRuns/{run}/taskInstances/process_partition/2/tries/{try}",
+]
+
+
+@pytest.fixture(scope="module")
+def big_run(airflow3: AirflowInstance) -> tuple[str, int]:
+    """A finished big_dag run and the try number its task instances ended with."""
+    from urllib.parse import quote
+
+    run = airflow3.create_runs("big_dag", ["success"])[0]
+    answer = airflow3.request(
+        "GET", f"/api/v2/dags/big_dag/dagRuns/{quote(run, safe='')}/taskInstances/start/tries", user="admin"
+    )
+    tries = json.loads(answer.body)["task_instances"]
+    assert tries, "a finished task instance has at least one try"
+    return quote(run, safe=""), int(tries[-1]["try_number"])
+
+
+@pytest.mark.parametrize("template", MORE_VIEWS)
+async def test_remaining_cached_views_hit_with_the_direct_body(
+    start_cache: StartCache, airflow3: AirflowInstance, big_run: tuple[str, int], template: str
+):
+    run, try_number = big_run
+    await check_hit_and_parity(start_cache, airflow3, template.replace("{run}", run).replace("{try}", str(try_number)))
+
+
 @pytest.mark.parametrize("path", CACHED)
 async def test_second_request_is_a_hit_with_the_direct_body(start_cache: StartCache, airflow3: AirflowInstance,
                                                            path: str):
