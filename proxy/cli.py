@@ -44,9 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     versions = with_config(sub.add_parser("versions", help="print the DAG version map"))
     versions.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    demo = with_config(sub.add_parser("demo", help="run dagcache in front of a built-in stand-in upstream"))
-    demo.add_argument("--port", type=int, default=8080, help="proxy port (default 8080)")
-    demo.add_argument("--upstream", help="proxy this URL instead of the built-in stand-in")
+    demo = with_config(sub.add_parser("demo", help="bring up Airflow with example DAGs and dagcache in front"))
+    _demo_arguments(demo)
+
+    from proxy.bench.cli import add_arguments as add_bench_arguments
+
+    add_bench_arguments(sub.add_parser("bench", help="benchmark Airflow UI load: direct vs. dagcache (vs. nginx)"))
     return parser
 
 
@@ -65,13 +68,18 @@ def _override(settings: Settings, section: str, **values: Any) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "bench":  # needs no dagcache configuration
+        from proxy.bench.cli import run as run_bench
+
+        return run_bench(args)
     try:
         settings = load_config(args.config)
         if args.command == "serve":
             settings = _override(settings, "server", workers=args.workers, host=args.host, port=args.port)
             settings = _override(settings, "upstream", url=args.upstream)
-        elif args.command == "demo":
+        elif args.command == "demo" and (args.stand_in or args.upstream):
             settings = _override(settings, "server", port=args.port)
+            settings = _override(settings, "admin", port=args.admin_port)
     except ConfigError as exc:
         print(f"dagcache: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -86,9 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "versions":
             return _versions(settings, as_json=args.json)
         if args.command == "demo":
-            from proxy.demo import run_demo
-
-            return run_demo(settings, upstream=args.upstream)
+            return _demo(settings, args)
     except ConfigError as exc:
         print(f"dagcache: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -122,3 +128,47 @@ def _versions(settings: Settings, *, as_json: bool) -> int:
     render = render_json if as_json else as_table
     print(render(version_map, source=source, leader=leader, now=time.time()))
     return EXIT_OK
+
+
+def _demo_arguments(demo: argparse.ArgumentParser) -> None:
+    from proxy.demo.backends import DEFAULT_POSTGRES, DEFAULT_REDIS
+
+    demo.add_argument("--dir", default="~/.cache/dagcache/demo", help="where everything lives (default %(default)s)")
+    demo.add_argument("--port", type=int, default=8080, help="proxy port (default 8080)")
+    demo.add_argument("--admin-port", type=int, default=9090, help="admin port (default 9090)")
+    demo.add_argument("--host", default="127.0.0.1", help="listen address of both (default 127.0.0.1)")
+    db = demo.add_mutually_exclusive_group()
+    db.add_argument("--postgres", default=DEFAULT_POSTGRES, metavar="URL", help="server for the demo's database")
+    db.add_argument("--sqlite", action="store_true", help="use SQLite even when PostgreSQL answers")
+    store = demo.add_mutually_exclusive_group()
+    store.add_argument("--redis", default=DEFAULT_REDIS, metavar="URL", help="Redis to use when it answers")
+    store.add_argument("--no-redis", action="store_true", help="use the embedded store even when Redis answers")
+    demo.add_argument("--clean", action="store_true", help="remove the demo directory (and its database), then exit")
+    demo.add_argument("--stand-in", action="store_true", help="quick mode: a built-in stand-in instead of Airflow")
+    demo.add_argument("--upstream", metavar="URL", help="quick mode in front of URL instead of the stand-in")
+
+
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from proxy.demo.stack import DemoError, DemoOptions, clean, run_stack
+
+    if args.stand_in or args.upstream:
+        from proxy.demo.standin import run_demo
+
+        return run_demo(settings, upstream=args.upstream)
+    options = DemoOptions(
+        directory=Path(args.dir),
+        host=args.host,
+        port=args.port,
+        admin_port=args.admin_port,
+        postgres=args.postgres,
+        sqlite=args.sqlite,
+        redis=args.redis,
+        no_redis=args.no_redis,
+    )
+    try:
+        return clean(options) if args.clean else run_stack(settings, options)
+    except DemoError as exc:
+        print(f"dagcache demo: {exc}", file=sys.stderr)
+        return EXIT_FAILED
