@@ -1,10 +1,11 @@
-"""Entries, fill locks and the "done" signal in Redis (standalone or Sentinel via redis-py).
+"""Entries, fill locks and the "done" signal in Redis (standalone, Sentinel or Cluster via redis-py).
 
 Layout, with ``P`` the prefix (omitted with its colon when empty) and ``K`` a rendered
 :class:`~cache.keys.CacheKey`:
 
 * ``P:K`` — the encoded entry (:func:`cache.entry.encode`), ``SET ... PX ttl``;
-* ``P:K:lock`` — the fill lock, value = the holder's owner token, ``SET NX PX``; same hash slot as the entry;
+* ``P:K:lock`` — the fill lock, value = the holder's owner token, ``SET NX PX``; same hash slot as the entry
+  (``K`` carries the hash tag ``{namespace:dag}``, and the prefix has no braces);
 * channel ``P:filled`` — messages are keys whose fill is done (stored, or given up), one channel for all keys.
 
 Every Redis failure (``RedisError``, ``OSError``, timeouts) surfaces as :class:`~cache.errors.CacheUnavailable`
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from cache.entry import CachedResponse, decode, encode
@@ -27,12 +29,22 @@ from cache.errors import CacheUnavailable, CorruptEntry
 
 log = logging.getLogger("cache.redis")
 
+#: What the stores accept: a client of one server (standalone or a Sentinel master) or of a Redis Cluster.
+RedisClient = aioredis.Redis | RedisCluster
+
 _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
 """
+
+
+async def cluster_ready(client: RedisClient) -> None:
+    """Let a cluster client learn its slot map (it does so on its first command): a ``ClusterPubSub`` routes
+    SUBSCRIBE by the channel's slot and fails with a ``KeyError`` before that. No-op for other clients."""
+    if isinstance(client, RedisCluster):
+        _ = await client.initialize()
 
 
 @contextmanager
@@ -50,10 +62,10 @@ class RedisCacheStore:
     A corrupt or foreign value reads as a miss and is deleted. ``put`` without a ``ttl`` uses ``default_ttl``.
     """
 
-    def __init__(self, client: aioredis.Redis, *, prefix: str, default_ttl: float) -> None:
+    def __init__(self, client: RedisClient, *, prefix: str, default_ttl: float) -> None:
         if "{" in prefix or "}" in prefix:
             raise ValueError("the prefix must not contain '{' or '}': the key's hash tag must come first")
-        if client.connection_pool.connection_kwargs.get("decode_responses"):
+        if client.get_connection_kwargs().get("decode_responses"):
             raise ValueError("RedisCacheStore needs a client created with decode_responses=False")
         self.client = client
         self.prefix = prefix
@@ -229,6 +241,7 @@ class FillNotifier:
 
     async def _subscribe(self, pubsub: aioredis.client.PubSub) -> None:
         with map_redis_errors():
+            await cluster_ready(self.store.client)
             await pubsub.subscribe(self.store.channel)
             async with asyncio.timeout(5.0):
                 while (message := await pubsub.get_message(timeout=1.0)) is None or message["type"] != "subscribe":

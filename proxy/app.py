@@ -8,14 +8,18 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 
 from cache import FillNotifier, LocalFillCoordinator, MemoryCacheStore, RedisCacheStore
+from cache.redis_store import RedisClient
 from proxy.airflow import routes3
 from proxy.airflow.source import SqlVersionSource
 from proxy.caching import CacheLayer
@@ -23,6 +27,7 @@ from proxy.config import RedisConfig, Settings, redact_url
 from proxy.database import make_engine
 from proxy.handler import ProxyHandler
 from proxy.limits import Limits
+from proxy.redisurl import parse_redis_url
 from proxy.upstream import Upstream
 from proxy.versions.redis_store import RedisVersionStore
 from proxy.versions.service import VersionService
@@ -76,18 +81,53 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     await session.close()
 
 
-def make_redis(config: RedisConfig) -> aioredis.Redis:
-    """The Redis client for ``config.url`` (redis://, rediss:// or unix://)."""
-    return aioredis.Redis.from_url(
-        config.url,
-        password=config.password or None,
-        socket_connect_timeout=config.connect_timeout,
-        socket_timeout=config.connect_timeout,
-        health_check_interval=10,
+class SentinelMasterClient(aioredis.Redis):
+    """The Sentinel master's client; closing it also closes the connections to the sentinels, which redis-py's
+    ``Sentinel`` opens for discovery and otherwise leaves open."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        manager = getattr(self.connection_pool, "sentinel_manager", None)
+        for sentinel in getattr(manager, "sentinels", ()):
+            await sentinel.aclose()
+
+
+def make_redis(config: RedisConfig) -> RedisClient:
+    """The Redis client for ``config.url``: one server (redis://, rediss://, unix://), the master named by
+    Sentinel (redis+sentinel://) or a Redis Cluster (redis+cluster://); see :mod:`proxy.redisurl`."""
+    target = parse_redis_url(config.url)
+    common: dict[str, Any] = {
+        "socket_connect_timeout": config.connect_timeout,
+        "socket_timeout": config.connect_timeout,
+        "health_check_interval": 10,
         # One quick retry: a Redis outage must turn into pass-through fast, not after redis-py's default
         # ten retries with backoff.
-        retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
-    )
+        "retry": Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
+    }
+    password = target.password or config.password or None
+    if target.topology == "cluster":
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
+            username=target.username,
+            password=password,
+            ssl=target.tls,
+            **common,
+        )
+    if target.topology == "sentinel":
+        discovery: dict[str, Any] = {"socket_connect_timeout": config.connect_timeout}
+        discovery.update(socket_timeout=config.connect_timeout, ssl=target.tls)
+        sentinel = Sentinel(target.nodes, sentinel_kwargs=discovery, **common)  # type: ignore[no-untyped-call]
+        # ssl=True makes the pool use SentinelManagedSSLConnection for the master.
+        master: SentinelMasterClient = sentinel.master_for(
+            target.service_name,
+            redis_class=SentinelMasterClient,
+            db=target.db,
+            username=target.username,
+            password=password,
+            ssl=target.tls,
+        )
+        return master
+    return aioredis.Redis.from_url(config.url, password=config.password or None, **common)
 
 
 async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -127,7 +167,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _cache_layer(
-    app: web.Application, versions: VersionService, client: aioredis.Redis | None
+    app: web.Application, versions: VersionService, client: RedisClient | None
 ) -> tuple[CacheLayer, FillNotifier | None]:
     settings = app[SETTINGS]
     config = settings.cache
@@ -165,11 +205,12 @@ async def _cache_layer(
         secret=secret.encode(),
         namespace=prefix,
         lock_ttl=lock_ttl,
+        admin_token=settings.admin.token,
     )
     return layer, notifier
 
 
-async def _fleet_secret(client: aioredis.Redis, prefix: str) -> str:
+async def _fleet_secret(client: RedisClient, prefix: str) -> str:
     """The HMAC key for credential scopes, the same for every replica: created once in Redis (or, if Redis
     is down at start, a per-process one: entries are then not shared, never wrong)."""
     key = "{" + prefix + "}:scope-secret"
@@ -195,4 +236,3 @@ def create_app(settings: Settings) -> web.Application:
 
 async def _handle(request: web.Request) -> web.StreamResponse:
     return await request.app[HANDLER](request)
-        admin_token=settings.admin.token,

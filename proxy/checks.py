@@ -7,15 +7,16 @@ import time
 from dataclasses import dataclass
 
 import aiohttp
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from proxy.airflow.source import SqlVersionSource
+from proxy.app import make_redis
 from proxy.config import Settings, redact_url
 from proxy.database import make_engine
 from proxy.errors import ConfigError, VersionLookupError
+from proxy.redisurl import parse_redis_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,18 +61,18 @@ async def check_redis(settings: Settings) -> CheckResult:
     config = settings.redis
     if not config.url:
         return CheckResult("redis", "-", None, "not configured: embedded in-process store (one process, not shared)")
-    client = aioredis.Redis.from_url(
-        config.url,
-        password=config.password or None,
-        socket_connect_timeout=config.connect_timeout,
-        socket_timeout=config.connect_timeout,
-    )
+    client = make_redis(config)
+    topology = parse_redis_url(config.url).topology
     start = time.perf_counter()
     try:
         await client.ping()
         info = await client.info("server")
-        version = info.get("redis_version", "?")
-        return CheckResult("redis", redact_url(config.url), True, f"PING ok in {_ms(start)} (Redis {version})")
+        # A cluster answers per node ({"host:port": {...}}) or merged, depending on redis-py's version.
+        versions = {str(i.get("redis_version", "?")) for i in info.values() if isinstance(i, dict)}
+        version = str(info.get("redis_version", "")) or ",".join(sorted(versions)) or "?"
+        where = "" if topology == "standalone" else f" {topology}"
+        detail = f"PING ok in {_ms(start)} (Redis {version}{where})"
+        return CheckResult("redis", redact_url(config.url), True, detail)
     except (RedisError, OSError, TimeoutError) as exc:
         return CheckResult("redis", redact_url(config.url), False, _reason(exc))
     finally:

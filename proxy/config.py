@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from proxy.errors import ConfigError
+from proxy.redisurl import parse_redis_url
 
 ENV_PREFIX = "DAGCACHE_"
 CONFIG_PATH_ENV = "DAGCACHE_CONFIG"
@@ -145,8 +146,8 @@ class RedisConfig(_Section):
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        if value and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
-            raise ValueError("must be empty (embedded store) or a redis://, rediss:// or unix:// URL")
+        if value:
+            parse_redis_url(value)  # RedisUrlError is a ValueError: reported against [redis] url
         return value
 
 

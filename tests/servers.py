@@ -181,3 +181,102 @@ def pgbouncer(target_url: str) -> Iterator[str]:
         proc.terminate()
         proc.wait(10)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _redis_ready(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _cli(port, "PING").strip() == "PONG":
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"redis on port {port} did not answer PING")
+
+
+def _cli(port: int, *args: str) -> str:
+    return subprocess.run([_binary("redis-cli"), "-p", str(port), *args], capture_output=True, text=True).stdout
+
+
+def _volatile(port: int, directory: Path) -> list[str]:
+    """``redis-server`` arguments for a loopback-only server that persists nothing."""
+    return ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(directory)]
+
+
+def _spawn(args: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@contextmanager
+def redis_sentinel(sentinels: int = 2, service: str = "dagcache-master") -> Iterator[str]:
+    """A throwaway master watched by ``sentinels`` real Sentinels; yields
+    ``redis+sentinel://127.0.0.1:S1,127.0.0.1:S2/<service>/0``."""
+    workdir = Path(tempfile.mkdtemp(prefix="dagcache-sentinel-"))
+    server = _binary("redis-server")
+    master = free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        procs.append(_spawn([server, *_volatile(master, workdir)]))
+        _redis_ready(master)
+        ports = [free_port() for _ in range(sentinels)]
+        for port in ports:
+            conf = workdir / f"sentinel-{port}.conf"  # Sentinel rewrites its own file: one each, writable
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {workdir}\n"
+                f"sentinel monitor {service} 127.0.0.1 {master} 1\n"
+                f"sentinel down-after-milliseconds {service} 5000\n"
+            )
+            procs.append(_spawn([server, str(conf), "--sentinel"]))
+        for port in ports:
+            _redis_ready(port)
+            deadline = time.monotonic() + 30
+            while True:  # the Sentinel knows the master once it answers get-master-addr-by-name
+                out = _cli(port, "SENTINEL", "get-master-addr-by-name", service).split()
+                if out == ["127.0.0.1", str(master)]:
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"Sentinel on {port} does not know {service}: {out}")
+                time.sleep(0.05)
+        yield f"redis+sentinel://{','.join(f'127.0.0.1:{p}' for p in ports)}/{service}/0"
+    finally:
+        _stop_all(procs)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextmanager
+def redis_cluster(masters: int = 3) -> Iterator[str]:
+    """A throwaway Redis Cluster of ``masters`` masters (no replicas), slots spread by ``redis-cli --cluster
+    create``; yields ``redis+cluster://127.0.0.1:P1,127.0.0.1:P2,...``."""
+    workdir = Path(tempfile.mkdtemp(prefix="dagcache-cluster-"))
+    server = _binary("redis-server")
+    ports = [free_port() for _ in range(masters)]
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for port in ports:
+            node_dir = workdir / str(port)
+            node_dir.mkdir()
+            cluster = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+            cluster += ["--cluster-port", str(free_port()), "--cluster-node-timeout", "5000"]
+            procs.append(_spawn([server, *_volatile(port, node_dir), *cluster]))
+        for port in ports:
+            _redis_ready(port)
+        create = [_binary("redis-cli"), "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-yes"]
+        subprocess.run(create, check=True, capture_output=True, timeout=60)
+        deadline = time.monotonic() + 30
+        for port in ports:
+            while "cluster_state:ok" not in _cli(port, "CLUSTER", "INFO"):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"cluster node {port} never reached cluster_state:ok")
+                time.sleep(0.05)
+        yield "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in ports)
+    finally:
+        _stop_all(procs)
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -17,10 +17,10 @@ import json
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from cache import CacheUnavailable
+from cache.redis_store import RedisClient, cluster_ready
 from proxy.versions.codec import (
     DAG_PREFIX,
     Keys,
@@ -125,7 +125,7 @@ def _text(value: bytes | str) -> str:
 class RedisVersionStore:
     """Lease, map and change channel in one Redis (standalone, Sentinel or Cluster via redis-py)."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str = "dagcache") -> None:
+    def __init__(self, client: RedisClient, prefix: str = "dagcache") -> None:
         self._client = client
         self.keys = Keys(prefix)
         self._renew = client.register_script(_RENEW)
@@ -134,7 +134,7 @@ class RedisVersionStore:
         self._bump = client.register_script(_BUMP)
 
     @property
-    def client(self) -> aioredis.Redis:
+    def client(self) -> RedisClient:
         return self._client
 
     async def try_acquire(self, instance: str, ttl_ms: int) -> str | None:
@@ -233,6 +233,7 @@ class RedisVersionStore:
         pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         try:
             with map_redis_errors():
+                await cluster_ready(self._client)
                 await pubsub.subscribe(self.keys.channel)
             while True:
                 with map_redis_errors():
