@@ -1,23 +1,35 @@
-"""The admin listener (its own port): ``/healthz`` and ``/readyz`` for Kubernetes probes.
+"""The admin listener (its own port): probes, ``/metrics``, the status page.
 
 * ``/healthz`` (liveness) looks at this process alone — and, with ``--workers N``, at whether the worker
   processes are alive. It never touches Redis, the DB or the upstream: a liveness probe that fails when a
   dependency is slow gets pods restarted under exactly the load they exist to absorb (apache/airflow#54850).
 * ``/readyz`` (readiness) answers 200 when the upstream answers HTTP at all (any status below 500 on
-  ``upstream.readiness_path``); the result is cached for ``admin.readiness_cache`` seconds so probes
-  from many kubelets cost the upstream at most one request per interval.
+  ``upstream.readiness_path``; cached for ``admin.readiness_cache`` seconds so probes from many kubelets
+  cost the upstream at most one request per interval) *and* the versions held are fresh (polled at most
+  ``versions.max_version_age`` ago, in every worker) — unless the deployment is pass-through only (no
+  ``[database] url`` or ``cache.mode = "off"``), which the JSON body declares.
+* ``/metrics``: Prometheus text (with ``--workers N``, aggregated over every worker).
+* ``/`` and ``/status.json``: the status page (:mod:`proxy.status`) and the same numbers for scripts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from cache import CacheUnavailable
+from cache.redis_store import RedisClient
+from proxy.app import make_redis
 from proxy.config import Settings
+from proxy.metrics import Telemetry
+from proxy.status import Samples, Status, pass_through_reason, readiness, render_html, summarize
+from proxy.versions.redis_store import RedisVersionStore
 
 Liveness = Callable[[], tuple[bool, dict[str, object]]]
 
@@ -57,16 +69,45 @@ class ReadinessProbe:
         return self._last
 
 
+class LeaderLookup:
+    """Who holds the version lease, read from the fleet's Redis (the admin may run where no versions do)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._client: RedisClient | None = None
+
+    async def look(self) -> tuple[str | None, str]:
+        """``(leader, Redis state)``; never raises."""
+        if not self._settings.redis.url:
+            return None, "not configured (embedded store)"
+        if self._client is None:
+            self._client = make_redis(self._settings.redis)
+        store = RedisVersionStore(self._client, self._settings.redis.key_prefix)
+        try:
+            async with asyncio.timeout(self._settings.redis.connect_timeout + 1.0):
+                return await store.leader(), "reachable"
+        except (CacheUnavailable, TimeoutError) as exc:
+            return None, f"unreachable ({str(exc) or type(exc).__name__})"
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+
 PROBE = web.AppKey("readiness_probe", ReadinessProbe)
 LIVENESS: web.AppKey[Liveness] = web.AppKey("liveness")
 ADMIN_SETTINGS = web.AppKey("admin_settings", Settings)
+REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
+LEADER = web.AppKey("leader_lookup", LeaderLookup)
 
 
 async def _probe_ctx(app: web.Application) -> AsyncIterator[None]:
     session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
     app[PROBE] = ReadinessProbe(session, app[ADMIN_SETTINGS])
+    app[LEADER] = LeaderLookup(app[ADMIN_SETTINGS])
     yield
     await session.close()
+    await app[LEADER].aclose()
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -74,27 +115,74 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok" if ok else "unhealthy", **detail}, status=200 if ok else 503)
 
 
+def _pass_through(settings: Settings) -> str | None:
+    return pass_through_reason(database_url=settings.database.url, cache_mode=settings.cache.mode)
+
+
 async def readyz(request: web.Request) -> web.Response:
+    settings = request.app[ADMIN_SETTINGS]
     probe = await request.app[PROBE].check()
-    return web.json_response(
-        {"status": "ready" if probe.ok else "not ready", "upstream": probe.detail},
-        status=200 if probe.ok else 503,
+    ok, body = readiness(
+        probe.ok,
+        probe.detail,
+        pass_through=_pass_through(settings),
+        samples=Samples.of(request.app[REGISTRY].collect()),
+        now=time.time(),
+        max_age=settings.versions.max_version_age,
+    )
+    return web.json_response(body, status=200 if ok else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[REGISTRY])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _status(request: web.Request) -> Status:
+    settings = request.app[ADMIN_SETTINGS]
+    leader, redis_state = await request.app[LEADER].look()
+    mode = _pass_through(settings) or ("cache (Redis)" if settings.redis.url else "cache (embedded in-process store)")
+    _, process = request.app[LIVENESS]()
+    return summarize(
+        Samples.of(request.app[REGISTRY].collect()),
+        now=time.time(),
+        mode=mode,
+        leader=leader,
+        redis_state=redis_state,
+        process=process,
     )
 
 
-def create_admin_app(settings: Settings, liveness: Liveness = _alive) -> web.Application:
+async def status_page(request: web.Request) -> web.Response:
+    return web.Response(text=render_html(await _status(request)), content_type="text/html")
+
+
+async def status_json(request: web.Request) -> web.Response:
+    return web.json_response((await _status(request)).as_dict())
+
+
+def create_admin_app(
+    settings: Settings, liveness: Liveness = _alive, registry: CollectorRegistry | None = None
+) -> web.Application:
+    """``registry``: where ``/metrics`` reads (default: this process's :meth:`Telemetry.default`)."""
     app = web.Application()
     app[ADMIN_SETTINGS] = settings
     app[LIVENESS] = liveness
+    app[REGISTRY] = registry if registry is not None else Telemetry.default().registry
     app.cleanup_ctx.append(_probe_ctx)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/status.json", status_json)
+    app.router.add_get("/", status_page)
     return app
 
 
-async def start_admin(settings: Settings, liveness: Liveness = _alive) -> web.AppRunner:
+async def start_admin(
+    settings: Settings, liveness: Liveness = _alive, registry: CollectorRegistry | None = None
+) -> web.AppRunner:
     """Start the admin listener; the caller cleans up the returned runner."""
-    runner = web.AppRunner(create_admin_app(settings, liveness), access_log=None, handle_signals=False)
+    runner = web.AppRunner(create_admin_app(settings, liveness, registry), access_log=None, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, settings.admin.host, settings.admin.port, reuse_address=True).start()
     return runner

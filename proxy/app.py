@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,6 +28,7 @@ from proxy.config import RedisConfig, Settings, redact_url
 from proxy.database import make_engine
 from proxy.handler import ProxyHandler
 from proxy.limits import Limits
+from proxy.metrics import Telemetry, TimedStore, sample_every
 from proxy.redisurl import parse_redis_url
 from proxy.upstream import Upstream
 from proxy.versions.redis_store import RedisVersionStore
@@ -40,6 +42,7 @@ UPSTREAM = web.AppKey("upstream", Upstream)
 HANDLER = web.AppKey("handler", ProxyHandler)
 VERSIONS = web.AppKey("versions", VersionService)
 CACHE = web.AppKey("cache", CacheLayer)
+TELEMETRY = web.AppKey("telemetry", Telemetry)
 
 
 def limits_of(settings: Settings) -> Limits:
@@ -75,7 +78,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     session = make_client_session(settings)
     app[CLIENT_SESSION] = session
-    app[UPSTREAM] = Upstream(session, settings.upstream, settings.server)
+    app[UPSTREAM] = Upstream(session, settings.upstream, settings.server, app[TELEMETRY])
     app[HANDLER] = ProxyHandler(app[UPSTREAM], limits_of(settings))
     yield
     await session.close()
@@ -151,11 +154,13 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         )
     versions = VersionService(settings.versions, source.poll, store)
     app[VERSIONS] = versions
+    app[TELEMETRY].sources.versions = versions
     await versions.start()
     notifier: FillNotifier | None = None
     if settings.cache.mode != "off":
         layer, notifier = await _cache_layer(app, versions, client)
         app[CACHE] = layer
+        app[TELEMETRY].sources.layer = layer
         app[HANDLER] = ProxyHandler(app[UPSTREAM], limits_of(settings), layer)
     yield
     if notifier is not None:
@@ -192,12 +197,13 @@ async def _cache_layer(
         await notifier.start()
         l1 = MemoryCacheStore(config.l1_max_bytes) if config.l1_max_bytes else None
         secret = config.secret or await _fleet_secret(client, prefix)
+    app[TELEMETRY].sources.l1 = l1 if l1 is not None else shared if isinstance(shared, MemoryCacheStore) else None
     layer = CacheLayer(
         table=routes3.TABLE,
         versions=versions,
         upstream=app[UPSTREAM],
         l1=l1,
-        shared=shared,
+        shared=shared if client is None else TimedStore(shared, app[TELEMETRY]),
         coordinator=coordinator,
         config=config,
         server=settings.server,
@@ -223,16 +229,22 @@ async def _fleet_secret(client: RedisClient, prefix: str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, telemetry: Telemetry | None = None) -> web.Application:
     """The client-facing proxy application."""
     app = web.Application(client_max_size=settings.server.max_body_size or 2**63)
     app[SETTINGS] = settings
+    app[TELEMETRY] = telemetry if telemetry is not None else Telemetry.default()
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(_services_ctx)
+    app.cleanup_ctx.append(sample_every(1.0, TELEMETRY))
 
     app.router.add_route("*", "/{tail:.*}", _handle)
     return app
 
 
 async def _handle(request: web.Request) -> web.StreamResponse:
-    return await request.app[HANDLER](request)
+    telemetry, started = request.app[TELEMETRY], time.perf_counter()
+    telemetry.begin(request, request.app[SETTINGS].server.base_path, routes3.TABLE)
+    response = await request.app[HANDLER](request)
+    telemetry.finish(request, response, time.perf_counter() - started)
+    return response

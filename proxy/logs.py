@@ -1,7 +1,9 @@
 """Logging: one JSON object per line (or plain text), one access-log line per request.
 
 Credentials never reach a log line: the access log records method, path (no query string: Airflow
-clients may put tokens in it), status, duration and sizes; URLs with passwords go through
+clients may put tokens in it), route (the route table's name, ``other`` or ``passthrough``), cache outcome
+(``HIT``/``MISS``/``BYPASS``/``STALE``/``304``), status, duration, sizes and, for a cached view, ``key``: the
+entry's ETag, a digest of the cache key (never the key's parts); URLs with passwords go through
 :func:`proxy.config.redact_url` before they are logged.
 """
 
@@ -17,6 +19,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
 from proxy.config import LogConfig
+from proxy.metrics import note_of
 
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
@@ -71,19 +74,27 @@ class AccessLogger(AbstractAccessLogger):
     """One line per request at INFO on ``proxy.access``."""
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        note = note_of(request)
+        extra: dict[str, object] = {
+            "method": request.method,
+            "path": request.path[:300],
+            "status": response.status,
+            "duration_ms": round(time * 1000, 2),
+            "bytes": response.body_length,
+            "remote": request.remote,
+        }
+        if note is not None:
+            extra["route"] = note.route
+            extra["outcome"] = note.outcome
+            if note.key is not None:
+                extra["key"] = note.key.strip('"')
         self.logger.info(
-            "%s %s %d",
+            "%s %s %d %s",
             request.method,
             request.path[:300],
             response.status,
-            extra={
-                "method": request.method,
-                "path": request.path[:300],
-                "status": response.status,
-                "duration_ms": round(time * 1000, 2),
-                "bytes": response.body_length,
-                "remote": request.remote,
-            },
+            note.outcome if note is not None else "-",
+            extra=extra,
         )
 
     @property

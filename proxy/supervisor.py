@@ -14,7 +14,9 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
+import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from multiprocessing.process import BaseProcess
@@ -23,6 +25,7 @@ from typing import Any
 from proxy import logs
 from proxy.admin import start_admin
 from proxy.config import Settings, redact_url
+from proxy.metrics import MULTIPROC_ENV, Telemetry, mark_dead, multiprocess_registry
 from proxy.server import bind_socket, serve_proxy, wait_for_signal
 
 log = logging.getLogger("proxy.supervisor")
@@ -70,7 +73,8 @@ def serve(settings: Settings) -> int:
         except OSError as exc:
             log.error("%s", exc.strerror)
             return 1
-        extra = (lambda: start_admin(settings)) if settings.admin.enabled else None
+        registry = Telemetry.default().registry
+        extra = (lambda: start_admin(settings, registry=registry)) if settings.admin.enabled else None
         try:
             run_async(settings, serve_proxy(settings, sock=sock, extra=extra))
         except OSError as exc:
@@ -122,17 +126,23 @@ class _Supervisor:
         self._workers: dict[int, tuple[BaseProcess, float]] = {}
         self._quick_failures = 0
         self._failed = False
+        # Workers write their metrics here; the admin listener (this process) aggregates them.
+        self._metrics_dir = tempfile.mkdtemp(prefix="dagcache-metrics-")
 
     def run(self) -> int:
-        for index in range(self._settings.server.workers):
-            self._start(index)
+        os.environ[MULTIPROC_ENV] = self._metrics_dir  # inherited by the spawned workers
         try:
-            run_async(self._settings, self._main())
-        except OSError as exc:
-            log.error("cannot start: %s", _admin_bind_error(self._settings, exc))
-            self._failed = True
+            for index in range(self._settings.server.workers):
+                self._start(index)
+            try:
+                run_async(self._settings, self._main())
+            except OSError as exc:
+                log.error("cannot start: %s", _admin_bind_error(self._settings, exc))
+                self._failed = True
+            finally:
+                self._stop_all()
         finally:
-            self._stop_all()
+            shutil.rmtree(self._metrics_dir, ignore_errors=True)
         return 1 if self._failed else 0
 
     def _start(self, index: int) -> None:
@@ -148,7 +158,8 @@ class _Supervisor:
         return alive == len(self._workers), {"workers": len(self._workers), "workers_alive": alive}
 
     async def _main(self) -> None:
-        admin = await start_admin(self._settings, self.liveness) if self._settings.admin.enabled else None
+        registry = multiprocess_registry(self._metrics_dir)
+        admin = await start_admin(self._settings, self.liveness, registry) if self._settings.admin.enabled else None
         try:
             signal_task = asyncio.ensure_future(wait_for_signal())
             while not signal_task.done() and not self._failed:
@@ -164,6 +175,8 @@ class _Supervisor:
             if process.is_alive():
                 continue
             code = process.exitcode
+            if process.pid is not None:
+                mark_dead(process.pid, self._metrics_dir)
             quick = time.monotonic() - started < _QUICK_FAILURE
             self._quick_failures = self._quick_failures + 1 if quick else 0
             if code == EXIT_BIND_FAILED or self._quick_failures >= _MAX_QUICK_FAILURES:

@@ -8,10 +8,11 @@ so encoded bodies pass byte for byte) and hands it in.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import aiohttp
 from aiohttp import web
@@ -22,6 +23,9 @@ from proxy.config import ServerConfig, UpstreamConfig
 from proxy.errors import RequestRejected, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from proxy.forwarding import ClientHop, Network, is_trusted, request_headers, response_headers, upstream_target
 from proxy.limits import body_too_large
+
+if TYPE_CHECKING:
+    from proxy.metrics import Telemetry
 
 log = logging.getLogger("proxy.upstream")
 
@@ -68,8 +72,15 @@ class _BodyCounter:
 class Upstream:
     """Forwards requests to one upstream origin through an injected, pooled session."""
 
-    def __init__(self, session: aiohttp.ClientSession, upstream: UpstreamConfig, server: ServerConfig) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        upstream: UpstreamConfig,
+        server: ServerConfig,
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self._session = session
+        self._telemetry = telemetry
         self._config = upstream
         url = URL(upstream.url)
         self._origin = str(url.origin())
@@ -153,16 +164,27 @@ class Upstream:
         )
         if identity:
             headers = [(k, v) for k, v in headers if k.lower() != "accept-encoding"]
-        with map_client_errors():
-            return await self._session.request(
-                request.method,
-                URL(self._origin + target, encoded=True),
-                headers=CIMultiDict(headers),
-                data=data,
-                allow_redirects=False,
-                skip_auto_headers=_SKIP_AUTO_HEADERS,
-                timeout=self._timeout,
-            )
+        started = time.perf_counter()
+        try:
+            with map_client_errors():
+                response = await self._session.request(
+                    request.method,
+                    URL(self._origin + target, encoded=True),
+                    headers=CIMultiDict(headers),
+                    data=data,
+                    allow_redirects=False,
+                    skip_auto_headers=_SKIP_AUTO_HEADERS,
+                    timeout=self._timeout,
+                )
+        except UpstreamError:
+            self._observe(request, None, started)
+            raise
+        self._observe(request, response.status, started)
+        return response
+
+    def _observe(self, request: web.BaseRequest, status: int | None, started: float) -> None:
+        if self._telemetry is not None:
+            self._telemetry.upstream_of(request, status, time.perf_counter() - started)
 
     async def _stream_back(
         self, request: web.BaseRequest, upstream: aiohttp.ClientResponse, extra_headers: tuple[tuple[str, str], ...]
