@@ -151,7 +151,8 @@ def _demo_arguments(demo: argparse.ArgumentParser) -> None:
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from proxy.demo.stack import DemoError, DemoOptions, clean, run_stack
+    from proxy.demo import DemoError
+    from proxy.demo.stack import DemoOptions, clean, run_stack
 
     if args.stand_in or args.upstream:
         from proxy.demo.standin import run_demo

@@ -1,8 +1,9 @@
-"""``dagcache demo``: the proxy in front of a small built-in stand-in for Airflow's API (or a given URL).
+"""``dagcache demo --stand-in``: the proxy in front of a small built-in stand-in for Airflow's API (or a
+given URL), in a second.
 
 The stand-in answers a few Airflow 3 shaped JSON routes from memory so that the proxy can be tried on
-a laptop with nothing else installed. It is not Airflow; the full demo with a real Airflow comes with
-``dagcache demo`` in a later release.
+a laptop with nothing else installed. It is not Airflow; ``dagcache demo`` without ``--stand-in`` brings
+up a real one (:mod:`proxy.demo.stack`).
 """
 
 from __future__ import annotations
