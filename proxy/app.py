@@ -212,6 +212,7 @@ async def _cache_layer(
         namespace=prefix,
         lock_ttl=lock_ttl,
         admin_token=settings.admin.token,
+        profile=settings.upstream.profile,
     )
     return layer, notifier
 

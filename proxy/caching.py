@@ -31,6 +31,9 @@ from cache import (
     Outcome,
     fill_once,
 )
+from proxy.airflow import routes2
+from proxy.airflow.auth2 import SessionAuth
+from proxy.airflow.profiles import table_for
 from proxy.config import CacheConfig, ServerConfig, VersionsConfig
 from proxy.errors import UpstreamError
 from proxy.forwarding import BYPASS_HEADER
@@ -113,8 +116,11 @@ class CacheLayer:
         namespace: str,
         lock_ttl: float,
         admin_token: str = "",
+        profile: str = "auto",
     ) -> None:
         self._table = table
+        self._profile = profile  # "auto": the table of the polled schema's Airflow major (proxy.airflow.profiles)
+        self._auth2 = SessionAuth(secret)  # Airflow 2 scopes: session cookie / Basic credential
         self._versions = versions
         self._upstream = upstream
         self._l1 = l1
@@ -137,16 +143,21 @@ class CacheLayer:
     def _decide(self, request: web.Request, now: float) -> Cacheable | PassThrough:
         headers = list(request.headers.items())
         current = self._versions.current
-        target = normalize_target(request.raw_path, self._base_path, self._table)
-        scope = scope_for(
-            headers,
-            now,
-            current.revoked if current is not None else {},
-            self._config.refresh_window,
-            self._secret,
-            self._memo,
-            role_mode=self._role,
-        )
+        table = table_for(self._profile, current, self._table)
+        target = normalize_target(request.raw_path, self._base_path, table)
+        if table is routes2.TABLE:
+            revoked = current.revoked if current is not None else {}
+            scope = self._auth2.scope(headers, revoked, current.polled_at if current is not None else 0.0)
+        else:
+            scope = scope_for(
+                headers,
+                now,
+                current.revoked if current is not None else {},
+                self._config.refresh_window,
+                self._secret,
+                self._memo,
+                role_mode=self._role,
+            )
         return decide(
             request.method,
             target,
@@ -206,6 +217,10 @@ class CacheLayer:
         if reason is not None and log.isEnabledFor(logging.DEBUG):
             log.debug("bypass %s %s: %s", request.method, request.path[:200], reason)
         response = await self._upstream.relay(request, (("X-Cache", "BYPASS"),))
+        if request.method == "POST":  # Airflow 2: a logout/login drops that session cookie's scope at once
+            target = split_target(request.raw_path, self._base_path)
+            if not isinstance(target, Reject):
+                self._auth2.observe(request.method, target.path, request.headers.items(), time.time())
         await self._after_write(request, response.status)
         return response
 
@@ -257,6 +272,7 @@ class CacheLayer:
             len(answer.body),
             self._config.max_entry_size,
             keyed_headers=decision.route.vary,
+            session_bound=decision.route.session_bound,
         )
         if not storable:
             log.debug("not stored %s: %s", request.path[:200], storable)
@@ -316,7 +332,14 @@ class CacheLayer:
             self.counters.stored += 1
             if self._config.stale_if_error:
                 await self._keep_last_good(key, entry)
-        return self._serve(request, entry, etag, generation, "MISS")
+        response = self._serve(request, entry, etag, generation, "MISS")
+        if fetched and decision.route.session_bound:
+            # Airflow 2 re-sets the session cookie (expiry refresh): the client whose request went upstream
+            # gets it; the stored entry never holds it.
+            for name, value in fetched[-1].headers:
+                if name.lower() == "set-cookie":
+                    response.headers.add("Set-Cookie", value)
+        return response
 
     async def _keep_last_good(self, key: CacheKey, entry: CachedResponse) -> None:
         """stale_if_error: a copy of the newest stored entry under the key without versions."""

@@ -102,6 +102,8 @@ class UpstreamConfig(_Section):
     pool_size: int = Field(100, ge=1, le=10_000)
     pool_timeout: float = Field(30.0, gt=0, le=3600)
     readiness_path: str = "/"
+    #: which route table and authorization rules: "auto" follows the metadata DB's schema (Airflow 2 or 3)
+    profile: Literal["auto", "airflow3", "airflow2"] = "auto"
 
     @field_validator("url")
     @classmethod
@@ -179,6 +181,9 @@ class VersionsConfig(_Section):
     statement_timeout: float = Field(2.0, gt=0, le=300)
     ignore_parse_time: bool = True
     fallback_poll_interval: float = Field(0.0, ge=0, le=3600)
+    #: seconds from a DAG definition change until every upstream worker serves it (Airflow 2: per-worker DagBag,
+    #: min_serialized_dag_fetch_interval 10 s + a 2 s margin); -1: that for Airflow 2, 0 for Airflow 3
+    upstream_convergence: float = Field(-1.0, ge=-1, le=3600)
 
     @model_validator(mode="after")
     def _check_lease(self) -> VersionsConfig:

@@ -191,11 +191,18 @@ def is_storable(
     max_size: int,
     *,
     keyed_headers: Collection[str] = (),
+    session_bound: bool = False,
 ) -> Literal[True] | NotStorable:
     """Whether an upstream response may be stored: a 200 with one JSON/NDJSON/HTML ``Content-Type``, no
     ``Set-Cookie`` (a cookie is someone's session), no ``Cache-Control: no-store``/``private``, an identity
     body (the proxy asks for identity and compresses itself), no ``Vary`` beyond ``Accept-Encoding`` and
-    the headers the key holds (``keyed_headers``, lower-case), and at most ``max_size`` bytes."""
+    the headers the key holds (``keyed_headers``, lower-case), and at most ``max_size`` bytes.
+
+    ``session_bound`` (a route of the Airflow 2 profile, :attr:`proxy.routes.Route.session_bound`): the
+    upstream's ``Set-Cookie`` (its session expiry refresh), ``Cache-Control: no-store``/``private`` and
+    ``Vary: Cookie`` are deliberately overridden. Safe because the key's scope is that same session cookie (or
+    Basic credential), validated against the metadata DB on every request (:mod:`proxy.airflow.auth2`), and
+    the caller stores only ``Content-Type``/``Content-Language``, never the cookie."""
     if status != 200:
         return NotStorable.STATUS
     content_types: list[str] = []
@@ -204,21 +211,29 @@ def is_storable(
         if low == "content-type":
             content_types.append(value)
         elif low == "set-cookie":
-            return NotStorable.SET_COOKIE
+            if not session_bound:
+                return NotStorable.SET_COOKIE
         elif low == "cache-control":
+            if session_bound:
+                continue
             if {_token(d.partition("=")[0]) for d in value.split(",")} & {"no-store", "private"}:
                 return NotStorable.CACHE_CONTROL
         elif low == "content-encoding":
             if any(_token(coding) not in ("", "identity") for coding in value.split(",")):
                 return NotStorable.CONTENT_ENCODING
         elif low == "vary":
-            allowed = {"accept-encoding", "", *keyed_headers}
+            allowed = {"accept-encoding", "", *keyed_headers, *(("cookie",) if session_bound else ())}
             if any(_token(field) not in allowed for field in value.split(",")):
                 return NotStorable.VARY
     if len(content_types) != 1:
         return NotStorable.CONTENT_TYPE
     media = _token(content_types[0].partition(";")[0])
-    if media not in _MEDIA_TYPES and not (media.startswith("application/") and media.endswith("+json")):
+    negotiated = media == "text/plain" and "accept" in keyed_headers  # a dag source's raw variant, keyed by Accept
+    if (
+        media not in _MEDIA_TYPES
+        and not negotiated
+        and not (media.startswith("application/") and media.endswith("+json"))
+    ):
         return NotStorable.CONTENT_TYPE
     if body_size > max_size:
         return NotStorable.TOO_LARGE

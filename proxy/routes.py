@@ -64,6 +64,10 @@ class Route:
     #: the body is computed from the wall clock (a running run's duration, planned runs after now). Its age is
     #: bounded by the DAG's state version, which advances at least once per ``versions.state_max_age``.
     uses_clock: bool = False
+    #: the upstream marks the response ``Cache-Control: no-store`` and (UI views) re-sets the session cookie on
+    #: every answer (Airflow 2): the cache stores it anyway, without the cookie, keyed by that credential's
+    #: scope, and passes the refreshed cookie only to the client whose request went upstream.
+    session_bound: bool = False
     note: str = ""  # why it is classified so (from Airflow's handler code)
     #: per segment of the pattern: (literal, None, False) or (None, param name, typed int)
     segments: tuple[tuple[str | None, str | None, bool], ...] = field(init=False, repr=False)

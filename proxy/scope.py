@@ -60,6 +60,8 @@ class PassReason(enum.Enum):
     REVOKED = "revoked"
     BAD_SIGNATURE = "bad_signature"  # role mode: not signed with the configured secret / algorithm
     BAD_CLAIMS = "bad_claims"  # role mode: audience, nbf, iat, role or teams not acceptable
+    LOGGED_OUT = "logged_out"  # Airflow 2: the session is not logged in (logout, expiry), or just logged out/in
+    NO_AUTH_FACTS = "no_auth_facts"  # Airflow 2: the version map carries no sessions/users facts yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +82,7 @@ class Scope:
     exp: float
     jti: str | None
     sub: str | None
-    source: Literal["bearer", "cookie"]
+    source: Literal["bearer", "cookie", "basic"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,6 +60,7 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from proxy.airflow import auth2_db
 from proxy.airflow.queries import PollStatements, poll_statements
 from proxy.airflow.schema import SchemaPlan, major_of, missing_columns, tables_for, wanted_tables
 from proxy.airflow.snapshot import DagFingerprint, SchemaInfo, Snapshot
@@ -78,6 +79,7 @@ RunRow = tuple[str, str | None, object]  # dag_id, state, updated_at
 class _Detected:
     info: SchemaInfo
     statements: PollStatements
+    auth: auth2_db.AuthStatements | None = None  # Airflow 2: sessions and users (proxy.airflow.auth2_db)
 
 
 _NO_FLOOR = 2**31 - 1  # the first poll reads only the newest run_id_window ids (dag_run.id is a 4-byte int)
@@ -223,6 +225,8 @@ def _inspect(sync: Connection) -> tuple[set[str], dict[str, set[str]]]:
     if major is None:
         return names, {}
     wanted = [name for name in wanted_tables(tables_for(major)) if name in names]
+    if major == 2:
+        wanted += [table.name for table in auth2_db.TABLES if table.name in names]
     found = inspector.get_multi_columns(filter_names=wanted)
     return names, {table: {column["name"] for column in columns} for (_, table), columns in found.items()}
 
@@ -344,7 +348,8 @@ class SqlVersionSource:
             value = (await conn.execute(select(func.max(tables.alembic_version.c.version_num)))).scalar()
             revision = "" if value is None else str(value)
         statements = poll_statements(plan, ignore_parse_time=self._ignore_parse_time, run_id_window=self._run_id_window)
-        return _Detected(SchemaInfo(major=major, revision=revision), statements)
+        auth = auth2_db.statements() if major == 2 and auth2_db.available(columns) else None
+        return _Detected(SchemaInfo(major=major, revision=revision), statements, auth)
 
     async def _read(self, conn: AsyncConnection) -> tuple[_Detected, _Reads]:
         detected = self._detected or await self._detect(conn)
@@ -365,6 +370,8 @@ class SqlVersionSource:
             reads.notes_by_dag = await _read_notes(conn, s.notes_by_dag)
         if s.revoked is not None:
             reads.revoked = {str(jti): float(exp) for jti, exp in (await conn.execute(s.revoked)).all()}
+        if detected.auth is not None:  # Airflow 2: logged-in sessions and the users' fingerprint, same channel
+            reads.revoked = await auth2_db.read_facts(conn, detected.auth)
         return detected, reads
 
     async def _read_window(self, conn: AsyncConnection, statement: Select[Any]) -> _RunWindow:

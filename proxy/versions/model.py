@@ -20,6 +20,15 @@ What changes which version:
 * ``global_version`` — the set of DAGs, any DAG's listing fingerprint, import errors, a bump, or the
   ``state_max_age`` period.
 * everything — the Airflow schema revision changed (an upgrade: new JSON shapes).
+
+**Convergence window** (``convergence`` > 0, Airflow 2): the upstream's workers do not all serve a new
+definition at once (each gunicorn worker re-reads a DAG ``min_serialized_dag_fetch_interval`` after its own
+last load), so a fill right after a change may come from a worker that still renders the old one. From the
+poll that first sees a DAG's definition change until ``convergence`` seconds later (restarted by every further
+definition change), that DAG's ``definition`` *and* ``state`` hold their pre-change values — fills in that
+window land under the old key — and then move once, at the first poll after the window. The leader keeps the
+pending change in :attr:`LeaderState.holds` and stores the *old* definition fingerprint for a held DAG, so a
+new leader after a failover sees the change again and opens a new (later-ending, hence safe) window.
 """
 
 from __future__ import annotations
@@ -55,12 +64,21 @@ class VersionMap:
 
 
 @dataclass(frozen=True, slots=True)
+class Hold:
+    """A definition change not yet exposed: ``release`` (epoch seconds) and the new definition fingerprint."""
+
+    release: float
+    definition: str
+
+
+@dataclass(frozen=True, slots=True)
 class LeaderState:
     """The leader's bookkeeping: the map plus the fingerprints it was derived from."""
 
     map: VersionMap
     fingerprints: Mapping[str, DagFingerprint]
     global_fingerprint: str
+    holds: Mapping[str, Hold] = field(default_factory=dict)  # dag_id -> pending definition change
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +118,27 @@ def _global_fingerprint(snapshot: Snapshot) -> str:
     return snapshot.global_extra + "|" + ",".join(f"{k}={v.listing}" for k, v in sorted(snapshot.dags.items()))
 
 
+def _held(
+    before: DagFingerprint, fingerprint: DagFingerprint, hold: Hold | None, now: float, convergence: float
+) -> Hold | None:
+    """The hold a DAG is under after this poll, or None: not held (no pending change, or its window is over)."""
+    if fingerprint.definition != before.definition and (hold is None or hold.definition != fingerprint.definition):
+        return Hold(now + convergence, fingerprint.definition)  # a new change (re)starts the window
+    if hold is not None and now < hold.release:
+        return hold
+    return None
+
+
 def advance(
-    previous: LeaderState | None, snapshot: Snapshot, now: float, *, state_max_age: float
+    previous: LeaderState | None,
+    snapshot: Snapshot,
+    now: float,
+    *,
+    state_max_age: float,
+    convergence: float = 0.0,
 ) -> tuple[LeaderState, Delta]:
-    """The leader's next state after a poll, and the delta to publish (possibly empty)."""
+    """The leader's next state after a poll, and the delta to publish (possibly empty). ``convergence``: the
+    upstream's convergence window in seconds (module doc); 0 exposes a definition change at once."""
     schema = f"{snapshot.schema.major}:{snapshot.schema.revision}"
     epoch = period(now, state_max_age)
     global_fp = _global_fingerprint(snapshot)
@@ -120,11 +155,22 @@ def advance(
     schema_changed = schema != old.schema
     expired = epoch != old.epoch
     changed: dict[str, DagVersion] = {}
+    fingerprints = dict(snapshot.dags)
+    holds: dict[str, Hold] = {}
     for dag_id, fingerprint in snapshot.dags.items():
         before = previous.fingerprints.get(dag_id)
         current = old.dags.get(dag_id)
         if current is None or before is None or schema_changed:
             changed[dag_id] = DagVersion(tick, tick, now)
+            continue
+        pending = previous.holds.get(dag_id)
+        if convergence > 0 and (pending is not None or fingerprint.definition != before.definition):
+            hold = _held(before, fingerprint, pending, now, convergence)
+            if hold is not None:  # inside the window: keep the exposed versions and the old definition
+                holds[dag_id] = hold
+                fingerprints[dag_id] = replace(fingerprint, definition=before.definition)
+            else:  # the window is over: move once
+                changed[dag_id] = DagVersion(tick, tick, now)
             continue
         definition_changed = fingerprint.definition != before.definition
         # A listing change (paused, tags, next run) also moves the DAG's state: single-DAG views such as
@@ -144,7 +190,7 @@ def advance(
     delta = Delta(old.generation, changed, removed, revoked_added, revoked_removed, global_changed, schema_changed)
     if delta.empty:
         fresh = replace(old, polled_at=now, epoch=epoch)
-        return LeaderState(fresh, previous.fingerprints, previous.global_fingerprint), delta
+        return LeaderState(fresh, fingerprints, previous.global_fingerprint, holds), delta
     dags = {k: v for k, v in old.dags.items() if k not in removed}
     dags.update(changed)
     new_map = VersionMap(
@@ -156,7 +202,7 @@ def advance(
         epoch=epoch,
         revoked=dict(snapshot.revoked),
     )
-    return LeaderState(new_map, dict(snapshot.dags), global_fp), delta
+    return LeaderState(new_map, fingerprints, global_fp, holds), delta
 
 
 def bump(

@@ -40,6 +40,8 @@ from proxy.versions.redis_store import WRITE_CONFLICT, WRITE_NOT_LEADER, RedisVe
 log = logging.getLogger("proxy.versions")
 
 Poll = Callable[[], Awaitable[Snapshot]]
+#: Airflow 2's default [core] min_serialized_dag_fetch_interval (10 s) + a 2 s margin
+AIRFLOW2_CONVERGENCE = 12.0
 Clock = Callable[[], float]
 
 
@@ -96,6 +98,14 @@ class VersionService:
 
     def fresh(self) -> bool:
         return fresh(self._map, self._clock(), self._config.max_version_age)
+
+    def convergence(self, major: int) -> float:
+        """The upstream convergence window for Airflow ``major`` (``versions.upstream_convergence``; -1: 12 s for
+        Airflow 2, whose workers re-read a DAG 10 s after their own last load, + 2 s margin; 0 for Airflow 3)."""
+        configured = self._config.upstream_convergence
+        if configured >= 0:
+            return configured
+        return AIRFLOW2_CONVERGENCE if major == 2 else 0.0
 
     @property
     def is_leader(self) -> bool:
@@ -192,7 +202,11 @@ class VersionService:
             snapshot = await self._poll_once()
             if snapshot is not None:
                 self._leader_state, _ = advance(
-                    self._leader_state, snapshot, self._clock(), state_max_age=self._config.state_max_age
+                    self._leader_state,
+                    snapshot,
+                    self._clock(),
+                    state_max_age=self._config.state_max_age,
+                    convergence=self.convergence(snapshot.schema.major),
                 )
                 self._set_map(self._leader_state.map)
             await asyncio.sleep(self._backoff(interval))
@@ -233,7 +247,11 @@ class VersionService:
                     await asyncio.sleep(self._backoff(self._config.poll_interval))
                     continue
                 state, delta = advance(
-                    self._leader_state, snapshot, self._clock(), state_max_age=self._config.state_max_age
+                    self._leader_state,
+                    snapshot,
+                    self._clock(),
+                    state_max_age=self._config.state_max_age,
+                    convergence=self.convergence(snapshot.schema.major),
                 )
                 result = await store.write(self._token, expected, state, delta)
                 if result == WRITE_CONFLICT:
