@@ -277,8 +277,11 @@ def _pct(ratio: float | None) -> str:
     return "–" if ratio is None else f"{ratio * 100:.1f}%"
 
 
-def _mib(n: int) -> str:
-    return f"{n / 1048576:.1f} MiB"
+def _bytes(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
 
 
 def render_html(status: Status, *, refresh: int = 5, title: str = "dagcache") -> str:
@@ -288,7 +291,7 @@ def render_html(status: Status, *, refresh: int = 5, title: str = "dagcache") ->
     cards = [
         ("hit-ratio", "Hit ratio", _pct(status.hit_ratio)),
         ("requests", "Requests", _fmt(status.requests)),
-        ("served", "Served from cache", _mib(status.served_from_cache_bytes)),
+        ("served", "Served from cache", _bytes(status.served_from_cache_bytes)),
         ("hit-p50", "HIT p50", _fmt(status.latency_ms["hit"]["p50"], " ms")),
         ("miss-p50", "MISS p50", _fmt(status.latency_ms["miss"]["p50"], " ms")),
         ("upstream-errors", "Upstream errors", f"{_fmt(u['errors'])} / {_fmt(u['requests'])}"),
@@ -310,7 +313,7 @@ def render_html(status: Status, *, refresh: int = 5, title: str = "dagcache") ->
     age = v["age_seconds"]
     versions_rows = [
         ("DAGs", _fmt(v["dags"])),
-        ("Generation", _fmt(v["generation"])),
+        ("Generation", str(v["generation"])),
         ("Age of versions", "no map yet" if age is None else f"{age:.1f} s"),
         ("Leader", v["leader"] or ("this instance" if v["leader_here"] else "another instance / unknown")),
         ("DB polls (errors)", f"{_fmt(v['polls'])} ({_fmt(v['poll_errors'])})"),
@@ -324,7 +327,7 @@ def render_html(status: Status, *, refresh: int = 5, title: str = "dagcache") ->
         ("GET p50", _fmt(r["get_p50_ms"], " ms")),
         (
             "L1",
-            f"{_mib(l1['bytes'])} of {_mib(l1['max_bytes'])}, {_fmt(l1['entries'])} entries, "
+            f"{_bytes(l1['bytes'])} of {_bytes(l1['max_bytes'])}, {_fmt(l1['entries'])} entries, "
             f"{_fmt(l1['evictions'])} evictions",
         ),
     ]
