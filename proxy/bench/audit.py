@@ -2,8 +2,9 @@
 
 * A **regression** is a response that shows an older state than one the same client had already
   received before it sent the request: a lower ``X-Dagcache-Generation`` (the proxy's version-map
-  generation), a lower run count (content), or, within one pause change's window, the old ``is_paused``
-  after the new one had been seen. Requests that overlap in flight are not ordered, so they never count.
+  generation), a lower run count (content), or the old ``is_paused`` after the new one had been seen in
+  an answer that came back before the next pause change was sent. Requests that overlap in flight are
+  not ordered, so they never count.
 * **Staleness** of a change, per client: from the moment the change's API call returned 200 to the first
   response (received after that moment) that shows it. A change some client never saw before the next
   change of its kind is counted as *missed*, not as a number.
@@ -97,7 +98,13 @@ def staleness(changes: Sequence[Change], observations: Sequence[Observation]) ->
                     continue
                 seconds.append(max(0.0, fresh.received - change.done))
                 if kind == "pause":
-                    regressions += sum(1 for o in seen if o.sent > fresh.received and not _reflects(change, o.value))
+                    # Only answers wholly between the fresh one and the next change: a request in flight
+                    # while the next change commits may already show that one.
+                    regressions += sum(
+                        1
+                        for o in seen
+                        if o.sent > fresh.received and o.received < window_end and not _reflects(change, o.value)
+                    )
     return Staleness(seconds, missed, regressions)
 
 

@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="change DAG state through Airflow while load runs; count regressions and staleness",
     )
     p.add_argument("--audit-dag", help="the DAG --audit pauses/unpauses and triggers (default: a small one)")
-    p.add_argument("--audit-interval", default="1s", help="time between two --audit changes (1s)")
+    p.add_argument("--audit-interval", default="1s", help="time between two --audit changes (whole seconds; 1s)")
     p.add_argument("--pin", action="store_true", help="pin the load generator to one core, servers to another")
     p.add_argument(
         "--server-pid",
@@ -54,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--user", default="admin", help="Airflow user the simulated browsers log in as (admin)")
     p.add_argument("--password", default="admin", help="its password (admin)")
     p.add_argument("--refresh", help="UI auto-refresh interval (default: the upstream's /ui/config value)")
-    p.add_argument("--nginx-ttl", default="1s", help="nginx proxy_cache_valid for 200 responses (1s)")
+    p.add_argument("--nginx-ttl", default="5s", help="nginx proxy_cache_valid for 200 responses (whole seconds; 5s)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (no matplotlib needed)")
 
 

@@ -2,7 +2,7 @@
 
 The cache key contains the ``Authorization`` and ``Cookie`` headers, so two users never share an entry
 (the same isolation as dagcache's default ``cache.scope = "credential"``). It is a plain time-based
-micro-cache: an entry is served for ``ttl`` seconds whatever happens in Airflow, so nginx may answer up
+micro-cache: an entry is served for ``ttl`` seconds (whole seconds, at least 1: nginx's resolution) whatever happens in Airflow, so nginx may answer up
 to ``ttl`` stale. ``proxy_cache_lock`` gives one upstream fill per key at a time, like dagcache's
 single-flight. Responses that set a cookie (Airflow's token refresh) are never stored (nginx's default).
 """
@@ -31,7 +31,7 @@ def nginx_config(
     upstream: str,
     port: int,
     workdir: str,
-    ttl: float = 1.0,
+    ttl: float = 5.0,
     cpu: int | None = None,
     user: str | None = None,
 ) -> str:
@@ -43,7 +43,7 @@ def nginx_config(
         raise ValueError(f"port out of range: {port}")
     if ttl <= 0:
         raise ValueError(f"the nginx cache ttl must be positive, got {ttl}")
-    valid = f"{max(1, round(ttl * 1000))}ms"
+    valid = f"{max(1, round(ttl))}s"  # nginx keeps cache validity in whole seconds
     lines = [
         "# Written by `dagcache bench --nginx`; removed with its directory.",
         *([f"user {user};"] if user else []),

@@ -38,7 +38,7 @@ class Options:
     out: Path
     rounds: int = 2
     nginx: bool = False
-    nginx_ttl: float = 1.0
+    nginx_ttl: float = 5.0
     db: str | None = None
     audit: bool = False
     audit_dag: str | None = None

@@ -56,3 +56,12 @@ def test_a_trigger_is_seen_once_the_count_reaches_it():
     result = staleness(changes, obs)
     assert result.seconds == pytest.approx([0.3])
     assert result.missed == 0
+
+
+def test_an_answer_that_may_show_the_next_change_is_not_a_regression():
+    changes = [Change("pause", 10.0, 10.1, 1), Change("pause", 11.0, 11.1, 0)]
+    obs = [
+        Observation(0, "pause", 10.2, 10.3, 1),
+        Observation(0, "pause", 10.9, 11.2, 0),  # in flight while the second change committed
+    ]
+    assert staleness(changes, obs).regressions == 0

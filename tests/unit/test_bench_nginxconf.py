@@ -35,8 +35,9 @@ def test_everything_nginx_writes_stays_in_the_workdir():
 
 
 def test_ttl_pinning_and_user():
-    text = config(ttl=0.5, cpu=1, user="root")
-    assert "proxy_cache_valid 200 500ms;" in text
+    text = config(ttl=2.4, cpu=1, user="root")
+    assert "proxy_cache_valid 200 2s;" in text
+    assert "proxy_cache_valid 200 1s;" in config(ttl=0.25)  # nginx's resolution is one second
     assert "worker_cpu_affinity 10;" in text
     assert "user root;" in text
     plain = config()
