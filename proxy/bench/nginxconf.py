@@ -2,9 +2,10 @@
 
 The cache key contains the ``Authorization`` and ``Cookie`` headers, so two users never share an entry
 (the same isolation as dagcache's default ``cache.scope = "credential"``). It is a plain time-based
-micro-cache: an entry is served for ``ttl`` seconds (whole seconds, at least 1: nginx's resolution) whatever happens in Airflow, so nginx may answer up
-to ``ttl`` stale. ``proxy_cache_lock`` gives one upstream fill per key at a time, like dagcache's
-single-flight. Responses that set a cookie (Airflow's token refresh) are never stored (nginx's default).
+micro-cache: an entry is served for ``ttl`` seconds (whole seconds, at least 1: nginx's resolution)
+whatever happens in Airflow, so nginx may answer up to ``ttl`` stale. ``proxy_cache_lock`` gives one
+upstream fill per key at a time, like dagcache's single-flight. Responses that set a cookie (Airflow's
+token refresh) are never stored (nginx's default).
 """
 
 from __future__ import annotations
