@@ -8,7 +8,8 @@
   cost the upstream at most one request per interval) *and* the versions held are fresh (polled at most
   ``versions.max_version_age`` ago, in every worker) — unless the deployment is pass-through only (no
   ``[database] url`` or ``cache.mode = "off"``), which the JSON body declares.
-* ``/metrics``: Prometheus text (with ``--workers N``, aggregated over every worker).
+* ``/metrics``: Prometheus text (with ``--workers N``, aggregated over every worker); the same numbers go to
+  StatsD when ``[metrics] statsd`` is set (:mod:`proxy.statsd`).
 * ``/`` and ``/status.json``: the status page (:mod:`proxy.status`) and the same numbers for scripts.
 """
 
@@ -28,6 +29,7 @@ from cache.redis_store import RedisClient
 from proxy.app import make_redis
 from proxy.config import Settings
 from proxy.metrics import Telemetry
+from proxy.statsd import StatsdPusher, run_pusher
 from proxy.status import Samples, Status, pass_through_reason, readiness, render_html, summarize
 from proxy.versions.redis_store import RedisVersionStore
 
@@ -110,6 +112,13 @@ async def _probe_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[LEADER].aclose()
 
 
+async def _statsd_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[ADMIN_SETTINGS].metrics
+    pusher = StatsdPusher(app[REGISTRY], config.statsd, prefix=config.statsd_prefix, tags=config.statsd_tags)
+    async for _ in run_pusher(pusher, config.statsd_interval):
+        yield
+
+
 async def healthz(request: web.Request) -> web.Response:
     ok, detail = request.app[LIVENESS]()
     return web.json_response({"status": "ok" if ok else "unhealthy", **detail}, status=200 if ok else 503)
@@ -170,6 +179,8 @@ def create_admin_app(
     app[LIVENESS] = liveness
     app[REGISTRY] = registry if registry is not None else Telemetry.default().registry
     app.cleanup_ctx.append(_probe_ctx)
+    if settings.metrics.statsd:
+        app.cleanup_ctx.append(_statsd_ctx)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

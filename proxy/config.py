@@ -226,6 +226,31 @@ class LogConfig(_Section):
     access_log: bool = True
 
 
+class MetricsConfig(_Section):
+    """Metric export besides the admin listener's /metrics: StatsD over UDP (empty ``statsd``: off)."""
+
+    statsd: str = ""
+    statsd_prefix: str = Field("dagcache", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    statsd_interval: float = Field(10.0, ge=1, le=3600)
+    statsd_tags: bool = True
+
+    @field_validator("statsd")
+    @classmethod
+    def _check_statsd(cls, value: str) -> str:
+        if value:
+            parse_host_port(value)
+        return value
+
+
+def parse_host_port(value: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for IPv6) or :class:`ValueError`."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("must be host:port, e.g. 127.0.0.1:8125")
+    return host, int(port)
+
+
 class Settings(BaseSettings):
     """The whole configuration; frozen once loaded."""
 
@@ -245,6 +270,7 @@ class Settings(BaseSettings):
     versions: VersionsConfig = VersionsConfig()
     cache: CacheConfig = CacheConfig()
     log: LogConfig = LogConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     @classmethod
     def settings_customise_sources(

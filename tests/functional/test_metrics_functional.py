@@ -11,6 +11,7 @@ import signal
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -282,3 +283,40 @@ def _metrics_dir_of(pid: int) -> Path:
     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     value = next(item for item in environ if item.startswith(b"PROMETHEUS_MULTIPROC_DIR="))
     return Path(value.split(b"=", 1)[1].decode())
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self.lines.extend(data.decode().splitlines())
+
+
+async def test_statsd_receives_the_counters(stacks: list[Stack], upstream: UpstreamServer) -> None:
+    received = _Datagrams()
+    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        lambda: received, local_addr=("127.0.0.1", 0)
+    )
+    try:
+        port = transport.get_extra_info("sockname")[1]
+        stack = await _start(
+            stacks, upstream={"url": upstream.url}, metrics={"statsd": f"127.0.0.1:{port}", "statsd_interval": 1}
+        )
+        async with aiohttp.ClientSession() as client:
+            for _ in range(3):
+                async with client.get(stack.base + DAG) as resp:
+                    assert resp.status == 200
+
+        async def counted() -> bool:
+            total = 0
+            for line in received.lines:
+                name, _, rest = line.partition(":")
+                if name == "dagcache.requests" and rest.endswith("|#outcome:BYPASS,route:api_dag,status:200"):
+                    total += int(rest.split("|")[0])
+            return total == 3
+
+        await until(counted)
+        assert any(line.startswith("dagcache.process_up:1|g") for line in received.lines)
+    finally:
+        transport.close()
