@@ -8,8 +8,8 @@ and from the requests recorded in headless Chromium against Airflow 3.3.2 (``AIR
 * opening a DAG: its header, grid, graph data and badges (:func:`dag_open`), then the grid's
   ``ti_summaries`` stream for the runs ``grid/runs`` returned (:func:`ti_summaries`);
 * while the DAG page stays open, every ``auto_refresh_interval`` (3 s by default, from ``/ui/config``):
-  :func:`poll`, whose set depends on whether a run shown in the grid is pending, exactly like the UI's
-  ``refetchInterval`` conditions.
+  :func:`poll`, whose set depends on whether a run shown in the grid is pending and the DAG is not
+  paused, like the UI's ``refetchInterval`` conditions.
 """
 
 from __future__ import annotations
@@ -88,6 +88,10 @@ def _latest_run(dag_id: str) -> str:
 
 def is_grid_runs(path: str) -> bool:
     return path.startswith("/ui/grid/runs/")
+
+
+def is_details(path: str) -> bool:
+    return bool(re.fullmatch(r"/api/v2/dags/[^/?]+/details", path))
 
 
 def is_latest_run(path: str) -> bool:

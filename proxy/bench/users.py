@@ -69,7 +69,7 @@ class Recorder:
         return sum(w.regressions for w in self.generations.values())
 
 
-_PARSED = (mix.is_grid_runs, mix.is_latest_run, lambda p: p.startswith("/ui/dags?dag_runs_limit=14"))
+_PARSED = (mix.is_grid_runs, mix.is_latest_run, mix.is_details, lambda p: p.startswith("/ui/dags?dag_runs_limit=14"))
 
 
 class User:
@@ -145,6 +145,7 @@ class User:
         loop = asyncio.get_running_loop()
         opened = await self.batch(mix.dag_open(dag_id))
         run_ids, pending = self._grid(opened, [], False)
+        paused = self._paused(opened, False)
         latest = self._latest(opened, "")
         summaries = mix.ti_summaries(dag_id, run_ids)
         if summaries is not None:
@@ -158,13 +159,15 @@ class User:
             # refetchInterval timers keep their cadence; a tick that falls while the last poll is still
             # in flight is skipped, as React Query skips a refetch of a query that is already fetching.
             next_tick += self._refresh
-            results = await self.batch(mix.poll(dag_id, run_ids, pending=pending, tick=tick))
+            # useAutoRefresh: no interval for a paused DAG, whatever its runs
+            results = await self.batch(mix.poll(dag_id, run_ids, pending=pending and not paused, tick=tick))
             run_ids, pending = self._grid(results, run_ids, pending)
             newest = self._latest(results, latest)
             if newest != latest and latest_known(results):
                 latest = newest
                 refreshed = await self.batch(mix.on_new_run(dag_id))
                 run_ids, pending = self._grid(refreshed, run_ids, pending)
+                paused = self._paused(refreshed, paused)
                 summaries = mix.ti_summaries(dag_id, run_ids)
                 if summaries is not None:
                     await self.get(summaries)
@@ -177,6 +180,13 @@ class User:
             if mix.is_grid_runs(path) and payload is not None:
                 return mix.grid_state(payload)
         return run_ids, pending
+
+    @staticmethod
+    def _paused(results: dict[str, object], current: bool) -> bool:
+        for path, payload in results.items():
+            if mix.is_details(path) and isinstance(payload, dict):
+                return bool(payload.get("is_paused"))
+        return current
 
     @staticmethod
     def _latest(results: dict[str, object], current: str) -> str:

@@ -89,3 +89,11 @@ def test_users_and_durations_parse_or_say_why_not():
     for bad in ("", "0s", "5 parsecs", "-1s"):
         with pytest.raises(ValueError, match="duration"):
             mix.parse_duration(bad)
+
+
+def test_path_kinds():
+    assert mix.is_details("/api/v2/dags/big_dag/details")
+    assert not mix.is_details("/api/v2/dags/big_dag")
+    assert mix.is_latest_run("/ui/dags/d/latest_run")
+    assert not mix.is_latest_run("/ui/dags?dag_ids=d")
+    assert mix.is_grid_runs("/ui/grid/runs/d?limit=10")
