@@ -1,4 +1,7 @@
 # The two commands a newcomer needs: `make demo` and `make test`. Each sets up its own virtualenv.
+# `make demo` brings up a real Airflow 3.3.2 (installed into its own venv on the first run: a few minutes),
+# its metadata DB, example DAGs and dagcache in front, until Ctrl-C. ARGS=--clean removes it all;
+# ARGS=--stand-in is the quick mode without Airflow.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin

@@ -16,7 +16,7 @@ from typing import TextIO
 from proxy.caching import CacheCounters
 from proxy.versions.service import VersionStats
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._]*")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def _package(spec: str) -> str:
@@ -80,8 +80,8 @@ class OneLine:
         self._prefix = prefix
         self._tty = stream.isatty()
         self._interval = interval
-        self._last_plain = 0.0
-        self._last_text = ""
+        self._last_plain: float | None = None
+        self._last_text = ""  # the last line printed
         self._shown = False
 
     def show(self, text: str, *, force: bool = False) -> None:
@@ -93,11 +93,12 @@ class OneLine:
             self._shown = True
             return
         now = time.monotonic()
-        if line != self._last_text and (force or now - self._last_plain >= self._interval):
+        due = self._last_plain is None or now - self._last_plain >= self._interval
+        if line != self._last_text and (force or due):
             self._stream.write(line + "\n")
             self._stream.flush()
             self._last_plain = now
-        self._last_text = line
+            self._last_text = line
 
     def done(self, text: str | None = None) -> None:
         if text is not None:

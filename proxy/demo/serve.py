@@ -74,7 +74,7 @@ def banner(ends: Endpoints) -> str:
         ("login", f"{ends.user} / {ends.password}"),
         (f"the {ends.big_dag_tasks}-task DAG", f"{proxy}/dags/{BIG_DAG_ID}"),
         ("Airflow directly (no cache)", f"{ends.airflow_url}/  (api-server pid {ends.airflow_pid})"),
-        ("dagcache health", f"http://{url_host(ends.host)}:{ends.admin_port}/healthz"),
+        ("dagcache status page", f"http://{url_host(ends.host)}:{ends.admin_port}/  (and /metrics, /healthz)"),
         ("logs", f"{ends.directory / 'dagcache.log'}, {ends.directory / 'airflow' / 'api-server.log'}"),
     ]
     width = max(len(label) for label, _ in rows)

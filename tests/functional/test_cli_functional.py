@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -342,3 +345,76 @@ def test_version():
     proc = subprocess.run(dagcache_cmd("--version"), cwd=REPO, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0
     assert proc.stdout.startswith("dagcache ")
+
+
+# -- dagcache demo: the quick stand-in mode and the checks made before any Airflow work ------------------------
+
+
+def test_demo_stand_in_serves_and_stops_on_sigint(tmp_path: Path):
+    port, admin = free_port(), free_port()
+    log = tmp_path / "demo.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            dagcache_cmd("demo", "--stand-in", "--port", str(port), "--admin-port", str(admin)),
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_port(port, 20)
+        wait_port(admin, 20)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/dags?limit=3", timeout=10) as response:
+            assert response.status == 200
+            assert len(json.loads(response.read())["dags"]) == 3
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def _demo(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(dagcache_cmd("demo", *args), cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
+def test_demo_port_in_use_is_a_clear_error_before_any_setup(tmp_path: Path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _demo("--dir", str(tmp_path / "d"), "--port", str(port), "--admin-port", str(free_port()))
+    assert result.returncode == 1
+    assert "choose another with --port" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "d" / "airflow").exists()
+
+
+def test_demo_refuses_a_directory_that_is_not_its_own(tmp_path: Path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    run = _demo("--dir", str(tmp_path), "--port", str(free_port()), "--admin-port", str(free_port()))
+    assert run.returncode == 1
+    assert "not a dagcache demo directory" in run.stderr
+    clean = _demo("--dir", str(tmp_path), "--clean")
+    assert clean.returncode == 1
+    assert "not removing it" in clean.stderr
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_demo_clean_of_a_missing_directory_is_fine(tmp_path: Path):
+    result = _demo("--dir", str(tmp_path / "never-made"), "--clean")
+    assert result.returncode == 0
+    assert "nothing to remove" in result.stdout
+
+
+def test_demo_clean_refuses_while_a_demo_runs_from_the_directory(tmp_path: Path):
+    from proxy.demo.workdir import locked, save_state
+
+    save_state(tmp_path, {"airflow": "3.3.2"})
+    with locked(tmp_path):  # what a running demo holds
+        result = _demo("--dir", str(tmp_path), "--clean")
+    assert result.returncode == 1
+    assert f"a demo is running from {tmp_path} (pid {os.getpid()})" in result.stderr
+    assert (tmp_path / "demo.json").exists()
+    assert _demo("--dir", str(tmp_path), "--clean").returncode == 0
+    assert not tmp_path.exists()

@@ -1,0 +1,219 @@
+"""``dagcache demo`` as a user runs it: a real process that brings up Airflow 3.3 and dagcache, serves the
+1,000-task DAG through the cache, stops cleanly on a signal (nothing left running) and ``--clean`` removes
+what it made.
+
+The demo reuses the shared Airflow venv (installed by the harness, ``~/.cache/dagcache/airflow-venvs``), so
+nothing is installed here after the first test session; each demo start takes about a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from proxy.airflow.examples import BIG_DAG_ID, big_dag_task_count
+from proxy.airflow.local import group_pids
+from proxy.demo.workdir import instance_name
+from tests.airflow.harness import ensure_airflow_venv
+from tests.conftest import REPO, dagcache_cmd
+from tests.servers import free_port
+
+pytestmark = [pytest.mark.airflow, pytest.mark.timeout(900)]
+
+BIG_TASKS = big_dag_task_count(1000)
+
+
+@dataclass
+class Demo:
+    proc: subprocess.Popen[bytes]
+    directory: Path
+    port: int
+    stdout: Path
+    stderr: Path
+    password: str = ""
+    airflow_pid: int = 0
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return self.stdout.read_text(errors="replace") + self.stderr.read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def shared_venv() -> Path:
+    """Airflow installed where the demo looks first, so the demo does not install it again."""
+    return ensure_airflow_venv(3)
+
+
+StartDemo = Callable[..., Demo]
+
+
+@pytest.fixture
+def start_demo(tmp_path: Path, shared_venv: Path) -> Iterator[StartDemo]:
+    """Start ``dagcache demo --dir ... --port ... --admin-port ... *args`` and wait for its banner."""
+    demos: list[Demo] = []
+
+    def start(*args: str, directory: Path | None = None) -> Demo:
+        directory = directory or tmp_path / "demo"
+        port = free_port()
+        stdout, stderr = tmp_path / f"demo{len(demos)}.out", tmp_path / f"demo{len(demos)}.err"
+        with stdout.open("wb") as out, stderr.open("wb") as err:
+            proc = subprocess.Popen(
+                dagcache_cmd("demo", "--dir", str(directory), "--port", str(port), "--admin-port", str(free_port()))
+                + list(args),
+                cwd=REPO,
+                stdout=out,
+                stderr=err,
+            )
+        demo = Demo(proc, directory, port, stdout, stderr)
+        demos.append(demo)
+        _wait_for_banner(demo)
+        return demo
+
+    yield start
+    for demo in demos:
+        if demo.proc.poll() is None:
+            demo.proc.send_signal(signal.SIGINT)
+            try:
+                demo.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                demo.proc.kill()
+                demo.proc.wait(10)
+        if demo.airflow_pid:
+            for pid in group_pids(demo.airflow_pid):  # never leave an api-server behind, even on failure
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def _wait_for_banner(demo: Demo, timeout: float = 600.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = demo.stdout.read_text(errors="replace")
+        if "Stop with Ctrl-C" in out:
+            login = re.search(r"login\s+admin / (\S+)", out)
+            pid = re.search(r"api-server pid (\d+)", out)
+            assert login and pid, out
+            demo.password, demo.airflow_pid = login.group(1), int(pid.group(1))
+            return
+        if demo.proc.poll() is not None:
+            pytest.fail(f"dagcache demo exited with {demo.proc.returncode}:\n{demo.output()}")
+        time.sleep(0.5)
+    pytest.fail(f"no banner within {timeout:.0f} s:\n{demo.output()}")
+
+
+def _request(url: str, *, token: str = "", body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=body, headers=headers, method="POST" if body is not None else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as response:
+            return response.status, dict(response.headers.items()), response.read()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, dict(error.headers.items()), error.read()
+
+
+def _login(demo: Demo) -> str:
+    body = json.dumps({"username": "admin", "password": demo.password}).encode()
+    status, _, answer = _request(f"{demo.base}/auth/token", body=body)
+    assert status in (200, 201), answer[:300]
+    token = json.loads(answer)["access_token"]
+    assert isinstance(token, str)
+    return token
+
+
+def _assert_big_dag_served_from_cache(demo: Demo) -> None:
+    token = _login(demo)
+    url = f"{demo.base}/api/v2/dags/{BIG_DAG_ID}/tasks"
+    first = _request(url, token=token)
+    second = _request(url, token=token)
+    assert (first[0], first[1].get("X-Cache")) == (200, "MISS"), demo.output()
+    assert (second[0], second[1].get("X-Cache")) == (200, "HIT"), demo.output()
+    assert first[2] == second[2]
+    assert json.loads(second[2])["total_entries"] == BIG_TASKS
+    status, headers, runs = _request(f"{demo.base}/api/v2/dags/{BIG_DAG_ID}/dagRuns", token=token)
+    assert status == 200
+    assert sorted(run["state"] for run in json.loads(runs)["dag_runs"]) == ["failed", "success", "success"]
+
+
+def _stop(demo: Demo, sig: signal.Signals) -> None:
+    assert group_pids(demo.airflow_pid), "the api-server should be running while the demo is"
+    demo.proc.send_signal(sig)
+    assert demo.proc.wait(90) == 0, demo.output()
+    assert group_pids(demo.airflow_pid) == [], "the api-server (or one of its workers) outlived the demo"
+    assert (demo.directory / "demo.json").exists(), "the directory is kept for a fast restart"
+
+
+def _clean(directory: Path) -> str:
+    result = subprocess.run(
+        dagcache_cmd("demo", "--dir", str(directory), "--clean"), cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert not directory.exists()
+    return result.stdout
+
+
+async def _databases(admin_url: str) -> set[str]:
+    engine = create_async_engine(admin_url.replace("postgresql://", "postgresql+asyncpg://", 1))
+    try:
+        async with engine.connect() as conn:
+            return {row[0] for row in await conn.execute(text("SELECT datname FROM pg_database"))}
+    finally:
+        await engine.dispose()
+
+
+def test_demo_on_postgres_and_redis_serves_the_big_dag_from_the_cache_and_cleans_up(
+    start_demo: StartDemo, postgres_admin_url: str, redis_url: str
+) -> None:
+    demo = start_demo("--postgres", postgres_admin_url, "--redis", redis_url)
+    banner = demo.stdout.read_text()
+    assert f"PostgreSQL database {instance_name(demo.directory)}" in banner
+    assert f"Redis {redis_url}" in banner
+    _assert_big_dag_served_from_cache(demo)
+
+    _stop(demo, signal.SIGINT)
+    assert instance_name(demo.directory) in asyncio.run(_databases(postgres_admin_url))
+
+    removed = _clean(demo.directory)
+    assert f"PostgreSQL database {instance_name(demo.directory)}" in removed
+    assert instance_name(demo.directory) not in asyncio.run(_databases(postgres_admin_url))
+
+
+def test_demo_falls_back_to_sqlite_and_the_embedded_store_and_restarts_from_its_directory(
+    start_demo: StartDemo,
+) -> None:
+    nothing = f"127.0.0.1:{free_port()}"  # a port nobody listens on
+    args = ("--postgres", f"postgresql://postgres@{nothing}/postgres", "--redis", f"redis://{nothing}/0")
+    demo = start_demo(*args)
+    banner = demo.stdout.read_text()
+    assert "SQLite" in banner and "PostgreSQL not used" in banner
+    assert "embedded in-process store" in banner
+    _assert_big_dag_served_from_cache(demo)
+    _stop(demo, signal.SIGTERM)
+
+    # A restart from the same directory skips the setup and keeps the login, the DB and its runs.
+    again = start_demo(*args, directory=demo.directory)
+    assert again.password == demo.password
+    assert "airflow db migrate" not in again.stderr.read_text()
+    _assert_big_dag_served_from_cache(again)
+    _stop(again, signal.SIGINT)
+    assert "removed" in _clean(demo.directory)

@@ -1,0 +1,140 @@
+"""The pure parts of ``dagcache demo``: pip's output summarized, the status line, names, settings, banner."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from proxy.caching import CacheCounters
+from proxy.config import Settings
+from proxy.demo.backends import display_url, with_database
+from proxy.demo.progress import OneLine, PipSummary, status_line
+from proxy.demo.serve import Endpoints, banner, demo_settings
+from proxy.demo.workdir import DEFAULT_DIR, instance_name, resolve_dir
+from proxy.versions.service import VersionStats
+
+PIP_OUTPUT = """\
+Looking in indexes: https://pypi.org/simple
+WARNING: Location 'file:///opt/pypi/simple/apache-airflow/' is ignored: it is neither a file nor a directory.
+Collecting apache-airflow==3.3.2
+  Downloading apache_airflow-3.3.2-py3-none-any.whl (13 kB)
+Processing /opt/pypi/files/psycopg2_binary-2.9.13-cp311-cp311-manylinux2014_x86_64.whl
+Collecting asyncpg
+Collecting pendulum<4.0,>=3.1.0 (from apache-airflow-core==3.3.2->apache-airflow==3.3.2)
+  Downloading pendulum-3.3.0-cp311-cp311-manylinux_2_17_x86_64.whl (350 kB)
+Installing collected packages: text-unidecode, lockfile, zipp, pendulum, asyncpg
+Successfully installed apache-airflow-3.3.2 asyncpg-0.32.0
+"""
+
+
+class TestPipSummary:
+    def test_follows_the_phases_of_an_install(self) -> None:
+        summary = PipSummary()
+        shown = []
+        for line in PIP_OUTPUT.splitlines():
+            if summary.feed(line):
+                shown.append(summary.render(12.0))
+            if line.startswith("Collecting pendulum"):
+                assert summary.render(3.0) == "resolving: 4 packages, 1 downloaded (last: pendulum) 3 s"
+        assert shown[0] == "resolving: 1 packages, 0 downloaded (last: apache-airflow) 12 s"
+        assert "installing 5 packages 12 s" in shown
+        assert shown[-1] == "installed 12 s"
+
+    def test_ignores_warnings_and_blank_lines(self) -> None:
+        summary = PipSummary()
+        assert not summary.feed("WARNING: Location 'file:///x' is ignored")
+        assert not summary.feed("")
+        assert summary.render(0) == "starting pip 0 s"
+
+
+class TestStatusLine:
+    def test_counts_hits_misses_and_polls(self) -> None:
+        counters = CacheCounters(hits=6, misses=2, bypass=40, not_modified=2)
+        stats = VersionStats(polls=123, last_poll_seconds=0.0021)
+        assert status_line(counters, stats) == (
+            "cache 8 hits / 2 misses (80% hits), 40 passed through | DB 123 version polls (last 2.1 ms)"
+        )
+
+    def test_before_any_request_and_without_a_cache(self) -> None:
+        assert (
+            status_line(CacheCounters(), VersionStats())
+            == "cache 0 hits / 0 misses, 0 passed through | DB 0 version polls"
+        )
+        assert status_line(None, None) == "cache off"
+
+    def test_failed_polls_show(self) -> None:
+        assert "3 failed" in status_line(None, VersionStats(polls=5, poll_errors=3, last_poll_seconds=0.5))
+
+
+class TestOneLine:
+    def test_a_pipe_gets_plain_lines_at_most_every_interval_and_the_last_one(self) -> None:
+        stream = io.StringIO()
+        line = OneLine(stream, prefix="  ", interval=3600)
+        line.show("first")
+        line.show("second")  # within the interval: not printed
+        line.done("final")
+        assert stream.getvalue() == "  first\n  final\n"
+
+    def test_done_does_not_repeat_what_was_printed(self) -> None:
+        stream = io.StringIO()
+        line = OneLine(stream, interval=0)
+        line.show("same")
+        line.done("same")
+        assert stream.getvalue() == "same\n"
+
+
+def test_instance_names_keep_two_demo_directories_apart(tmp_path: Path) -> None:
+    assert instance_name(resolve_dir(DEFAULT_DIR)) == "dagcache_demo"
+    one, two = instance_name(tmp_path / "a"), instance_name(tmp_path / "b")
+    assert one != two
+    assert one.startswith("dagcache_demo_") and one == instance_name(tmp_path / "a")
+
+
+def test_database_urls() -> None:
+    admin = "postgresql://postgres:pw@127.0.0.1:5432/postgres?sslmode=disable"
+    assert (
+        with_database(admin, "dagcache_demo") == "postgresql://postgres:pw@127.0.0.1:5432/dagcache_demo?sslmode=disable"
+    )
+    assert with_database(admin, "d", driver="psycopg2").startswith("postgresql+psycopg2://postgres:pw@")
+    assert display_url(admin) == "postgresql://postgres:***@127.0.0.1:5432/postgres?sslmode=disable"
+    assert display_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def _endpoints(tmp_path: Path, **changes: object) -> Endpoints:
+    values: dict[str, object] = {
+        "host": "127.0.0.1",
+        "port": 8080,
+        "admin_port": 9090,
+        "airflow_url": "http://127.0.0.1:41234",
+        "airflow_pid": 4242,
+        "database_url": "postgresql://postgres@127.0.0.1:5432/dagcache_demo",
+        "redis_url": "",
+        "key_prefix": "dagcache_demo",
+        "summary": "Airflow 3.3.2, SQLite, embedded in-process store",
+        "user": "admin",
+        "password": "s3cret",
+        "big_dag_tasks": 1003,
+        "directory": tmp_path,
+    }
+    values.update(changes)
+    return Endpoints(**values)  # type: ignore[arg-type]
+
+
+def test_demo_settings_put_the_proxy_in_front_of_the_api_server_with_caching_on(tmp_path: Path) -> None:
+    base = Settings(cache={"mode": "off"}, server={"workers": 4, "port": 1234})
+    settings = demo_settings(base, _endpoints(tmp_path))
+    assert settings.upstream.url == "http://127.0.0.1:41234"
+    assert (settings.server.host, settings.server.port, settings.server.workers) == ("127.0.0.1", 8080, 1)
+    assert (settings.admin.enabled, settings.admin.port) == (True, 9090)
+    assert settings.database.url == "postgresql://postgres@127.0.0.1:5432/dagcache_demo"
+    assert (settings.redis.url, settings.redis.key_prefix) == ("", "dagcache_demo")
+    assert settings.cache.mode == "on"
+
+
+def test_banner_names_the_url_the_login_and_the_api_server(tmp_path: Path) -> None:
+    text = banner(_endpoints(tmp_path, host="0.0.0.0"))
+    assert "Airflow UI through dagcache  http://127.0.0.1:8080/\n" in text
+    assert "login                        admin / s3cret\n" in text
+    assert "http://127.0.0.1:8080/dags/big_dag" in text
+    assert "(api-server pid 4242)" in text
+    assert "dagcache demo --clean" in text
