@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -13,6 +16,7 @@ from proxy.status import Samples
 from tests.airflow.harness import AirflowInstance
 from tests.functional.observability import until
 from tests.integration.conftest import CacheStarter
+from tests.relay import TcpRelay
 from tests.servers import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
@@ -106,3 +110,72 @@ async def test_metrics_count_a_real_request_mix(start_cache: CacheStarter, airfl
     assert {row["route"] for row in status["routes"]} >= set(ROUTES.values())
     assert status["versions"]["dags"] > 1 and status["redis"]["state"] == "reachable"
     assert status["hit_ratio"] is not None
+
+
+async def _relay(url: str, default_port: int) -> TcpRelay:
+    parts = urlsplit(url)
+    relay = TcpRelay(parts.hostname or "127.0.0.1", parts.port or default_port)
+    await relay.start()
+    return relay
+
+
+def _through(relay: TcpRelay, url: str) -> str:
+    parts = urlsplit(url)
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.port}", f":{relay.port}")).geturl()
+
+
+@pytest.fixture
+async def relays(airflow3: AirflowInstance) -> AsyncIterator[tuple[TcpRelay, TcpRelay]]:
+    """(api-server relay, metadata DB relay): failures are injected there; Airflow itself is never stopped."""
+    api, db = await _relay(airflow3.base_url, 80), await _relay(airflow3.db_url, 5432)
+    yield api, db
+    await api.aclose()
+    await db.aclose()
+
+
+async def test_readyz_flips_when_airflow_or_its_db_goes_away(
+    start_cache: CacheStarter, airflow3: AirflowInstance, relays: tuple[TcpRelay, TcpRelay]
+) -> None:
+    api, db = relays
+    await start_cache(
+        upstream_url=_through(api, airflow3.base_url),
+        database_url=_through(db, airflow3.db_url),
+        versions={"max_version_age": 2.0},
+    )
+    app = start_cache.apps[-1]
+    admin_port = free_port()
+    admin_config = AdminConfig(host="127.0.0.1", port=admin_port, readiness_cache=0)
+    admin = await start_admin(
+        app[SETTINGS].model_copy(update={"admin": admin_config}), registry=app[TELEMETRY].registry
+    )
+    probe: dict[str, str] = {}
+    try:
+        async with aiohttp.ClientSession() as client:
+
+            async def readyz(expected: int) -> bool:
+                async with client.get(f"http://127.0.0.1:{admin_port}/readyz") as resp:
+                    probe.clear()
+                    probe.update(await resp.json())
+                    return resp.status == expected
+
+            async def ready() -> bool:
+                return await readyz(200)
+
+            async def not_ready() -> bool:
+                return await readyz(503)
+
+            await until(ready)
+            await api.set_mode("down")  # the api-server stops answering
+            await until(not_ready)
+            assert probe["upstream"].startswith("upstream unreachable"), probe
+            await api.set_mode("up")
+            await until(ready)
+
+            await db.set_mode("down")  # the leader's polls fail: the versions held age past max_version_age
+            await until(not_ready)
+            assert probe["versions"].startswith("versions stale"), probe
+            assert probe["upstream"].startswith("upstream answered HTTP"), probe
+            await db.set_mode("up")
+            await until(ready, timeout=30)
+    finally:
+        await admin.cleanup()
