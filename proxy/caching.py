@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -41,12 +42,13 @@ from proxy.negotiate import choose
 from proxy.policy import Cacheable, PassThrough, decide, is_storable, write_effects
 from proxy.requests import Reject, normalize_target, split_target
 from proxy.routes import RouteTable
-from proxy.scope import RoleMode, TokenMemo, scope_for
+from proxy.scope import RoleMode, Scope, TokenMemo, scope_for
 from proxy.upstream import Fetched, Upstream
 from proxy.versions.service import VersionService
 
 log = logging.getLogger("proxy.cache")
 
+_HOT_ENTRIES = 8192  # decisions remembered per process (cleared with every new version map anyway)
 _STORED_HEADERS = frozenset({"content-type", "content-language"})
 _CACHE_CONTROL = "no-cache, private"
 
@@ -137,14 +139,25 @@ class CacheLayer:
         self._owner = f"{os.getpid()}"
         self._admin_token = admin_token.encode()
         self._shadow = config.mode == "shadow"
+        self._hot: dict[tuple[object, ...], tuple[Cacheable, CacheKey, float]] = {}
+        self._hot_map: object = None
+        # Everything a decision reads from the request besides its target: the credential headers and
+        # every header some route keys by.
+        self._hot_headers = ("authorization", "cookie", *sorted({h for r in table.routes for h in r.vary}))
         self.breaker = Breaker()
         self.counters = CacheCounters()
 
     def _decide(self, request: web.Request, now: float) -> Cacheable | PassThrough:
+        return self._decide_until(request, now)[0]
+
+    def _decide_until(self, request: web.Request, now: float) -> tuple[Cacheable | PassThrough, float]:
+        """The decision, and until when (epoch seconds) the same request gets the same one under the same
+        version map (``-inf``: do not reuse it)."""
         headers = list(request.headers.items())
         current = self._versions.current
         table = table_for(self._profile, current, self._table)
         target = normalize_target(request.raw_path, self._base_path, table)
+        valid_until = -math.inf
         if table is routes2.TABLE:
             revoked = current.revoked if current is not None else {}
             scope = self._auth2.scope(headers, revoked, current.polled_at if current is not None else 0.0)
@@ -158,7 +171,9 @@ class CacheLayer:
                 self._memo,
                 role_mode=self._role,
             )
-        return decide(
+            if isinstance(scope, Scope) and current is not None:
+                valid_until = min(scope.valid_until, current.polled_at + self._max_version_age)
+        decision = decide(
             request.method,
             target,
             scope,
@@ -168,18 +183,49 @@ class CacheLayer:
             max_version_age=self._max_version_age,
             serve_stale=self._config.serve_stale,
         )
+        return decision, valid_until
+
+    def _hot_decision(self, request: web.Request, now: float) -> tuple[Cacheable, CacheKey] | tuple[PassThrough, None]:
+        """:meth:`_decide` plus the key, reused for repeats of one request (same target, credentials and keyed
+        headers) under one version map while the credential's checks and the map's freshness still hold.
+
+        The hit path's per-request work is then one dict lookup instead of normalizing, hashing and keying
+        again. Any new map (every poll, bump or revocation) starts afresh; so does a credential that comes
+        within ``refresh_window`` of its expiry, or a map that grows older than ``max_version_age``."""
+        current = self._versions.current
+        if current is not self._hot_map:
+            self._hot.clear()
+            self._hot_map = current
+        headers = request.headers
+        memo_key = (
+            request.raw_path,
+            *(tuple(headers.getall(name, ())) for name in self._hot_headers),
+        )
+        found = self._hot.get(memo_key)
+        if found is not None and now < found[2]:
+            return found[0], found[1]
+        decision, valid_until = self._decide_until(request, now)
+        if not isinstance(decision, Cacheable):
+            return decision, None
+        parts = decision.key_parts
+        key = CacheKey(self._namespace, parts.route, parts.dag_id, parts.versions, parts.scope, parts.digest)
+        if now < valid_until and not decision.stale:
+            if len(self._hot) >= _HOT_ENTRIES:
+                self._hot.clear()
+            self._hot[memo_key] = (decision, key, valid_until)
+        return decision, key
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if self._bypass_requested(request):
             self.counters.admin_bypass += 1
             return await self._pass(request, "admin bypass header")
         # Only GET is ever cached: writes and the Execution API skip normalization and scope work entirely.
-        decision = self._decide(request, time.time()) if request.method == "GET" else None
+        if request.method != "GET":
+            return await self._pass(request, None)
+        decision, key = self._hot_decision(request, time.time())
         if not isinstance(decision, Cacheable):
-            return await self._pass(request, None if decision is None else decision.reason)
-
-        parts = decision.key_parts
-        key = CacheKey(self._namespace, parts.route, parts.dag_id, parts.versions, parts.scope, parts.digest)
+            return await self._pass(request, decision.reason)
+        assert key is not None
         rendered, etag = key.render(), key.etag()
         generation = str(decision.generation)
         if self._shadow:
@@ -218,9 +264,8 @@ class CacheLayer:
             log.debug("bypass %s %s: %s", request.method, request.path[:200], reason)
         response = await self._upstream.relay(request, (("X-Cache", "BYPASS"),))
         if request.method == "POST":  # Airflow 2: a logout/login drops that session cookie's scope at once
-            target = split_target(request.raw_path, self._base_path)
-            if not isinstance(target, Reject):
-                self._auth2.observe(request.method, target.path, request.headers.items(), time.time())
+            path = request.path.removeprefix(self._base_path) or "/"
+            self._auth2.observe(request.method, path, request.headers.items(), time.time())
         await self._after_write(request, response.status)
         return response
 

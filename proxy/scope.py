@@ -83,6 +83,9 @@ class Scope:
     jti: str | None
     sub: str | None
     source: Literal["bearer", "cookie", "basic"]
+    #: until when (epoch seconds) the same credential gets this same answer from :func:`scope_for` under the
+    #: same version map: the earliest ``exp - refresh_window`` of the token and its cookie companion.
+    valid_until: float = math.inf
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +183,7 @@ def scope_for(
     if isinstance(decoded, PassReason):
         return decoded
     problem = _time_checks(decoded, now, revoked, refresh_window, role_mode is not None)
+    valid_until = decoded.exp - refresh_window
     if problem is None and credential.companion is not None and credential.companion != credential.token:
         # The refresh middleware reads the cookie even when the bearer token authenticates the request.
         companion = _decode(credential.companion, secret, role_mode, memo)
@@ -187,9 +191,12 @@ def scope_for(
             problem = companion
         else:
             problem = _time_checks(companion, now, revoked, refresh_window, role_mode is not None)
+            valid_until = min(valid_until, companion.exp - refresh_window)
     if problem is not None:
         return problem
-    return Scope(decoded.credential, decoded.role, decoded.exp, decoded.jti, decoded.sub, credential.source)
+    return Scope(
+        decoded.credential, decoded.role, decoded.exp, decoded.jti, decoded.sub, credential.source, valid_until
+    )
 
 
 def _time_checks(

@@ -165,6 +165,16 @@ def test_companion_cookie_must_also_be_fresh():
     assert _scope(_bearer(bearer) + _cookie("garbage")) is PassReason.UNDECODABLE_TOKEN
 
 
+def test_a_scope_says_until_when_it_holds():
+    # The hit path reuses a decision until then: the earliest expiry minus the refresh window, companion included.
+    alone = _scope(_bearer(make_jwt(exp=int(NOW) + 3600)))
+    assert isinstance(alone, Scope) and alone.valid_until == NOW + 3600 - 300
+    paired = _scope(_bearer(make_jwt(exp=int(NOW) + 3600)) + _cookie(make_jwt(exp=int(NOW) + 1000)))
+    assert isinstance(paired, Scope) and paired.valid_until == NOW + 1000 - 300
+    # ... and at that moment scope_for itself stops giving a scope.
+    assert _scope(_bearer(make_jwt(exp=int(NOW) + 3600)), now=alone.valid_until) is PassReason.NEAR_EXPIRY
+
+
 @pytest.mark.parametrize(
     "token",
     [
