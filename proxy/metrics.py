@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from cache import MemoryCacheStore
     from proxy.caching import CacheLayer
     from proxy.versions.service import VersionService
+
+log = logging.getLogger("proxy.metrics")
 
 MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -56,10 +59,18 @@ def route_label(method: str, raw_path: str, base_path: str, table: RouteTable) -
     """The ``route`` label of a request: its route's name, ``other`` or ``passthrough``."""
     if method not in ("GET", "HEAD"):
         return PASSTHROUGH
-    target = split_target(raw_path, base_path)
-    if isinstance(target, Reject):
-        return OTHER
-    found = table.classify(target.path)
+    path = raw_path.partition("?")[0]  # the query never changes the route: skip parsing it
+    if "%" in path or "/." in path:
+        target = split_target(path, base_path)
+        if isinstance(target, Reject):
+            return OTHER
+        path = target.path
+    elif base_path.strip("/"):
+        prefix = "/" + base_path.strip("/")
+        if path != prefix and not path.startswith(prefix + "/"):
+            return OTHER
+        path = path[len(prefix) :] or "/"
+    found = table.classify(path)
     return found.route.name if found is not None else OTHER
 
 
@@ -123,6 +134,7 @@ class Telemetry:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.sources = Sources()
         self._seen = _Seen()
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         r = self.registry
         self.requests = Counter(
             "dagcache_requests",
@@ -257,8 +269,12 @@ class Telemetry:
         self.upstream(note.route if note is not None else OTHER, status, seconds)
 
     def request(self, route: str, outcome: str, status: int, seconds: float, body_bytes: int = 0) -> None:
-        self.requests.labels(route, outcome, str(status)).inc()
-        self.request_seconds.labels(route, outcome).observe(seconds)
+        children = self._children.get((route, outcome, status))
+        if children is None:  # labels() costs a lock and a tuple per call: keep the children (a bounded set)
+            children = self.requests.labels(route, outcome, str(status)), self.request_seconds.labels(route, outcome)
+            self._children[(route, outcome, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
         if body_bytes and outcome in ("HIT", "STALE"):
             self.served_bytes.inc(body_bytes)
 
@@ -318,8 +334,15 @@ def sample_every(
         telemetry = app[key]
 
         async def loop() -> None:
+            failing = False
             while True:
-                telemetry.sample()
+                try:
+                    telemetry.sample()
+                    failing = False
+                except Exception:  # a bug here must not stop the sampling for good
+                    if not failing:
+                        log.exception("sampling the metrics failed")
+                    failing = True
                 await asyncio.sleep(interval)
 
         task = spawn(loop(), name="telemetry-sample")

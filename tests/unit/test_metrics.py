@@ -38,6 +38,13 @@ class TestLabels:
 
     def test_route_label_under_a_base_path(self) -> None:
         assert route_label("GET", "/airflow/api/v2/dags/x", "/airflow", TABLE) == "api.dag"
+        assert route_label("GET", "/airflow/api/v2/dags/x%20y?limit=1", "/airflow/", TABLE) == "api.dag"
+        assert route_label("GET", "/airflowx/api/v2/dags/x", "/airflow", TABLE) == OTHER
+        assert route_label("GET", "/api/v2/dags/x", "/airflow", TABLE) == OTHER
+
+    def test_route_label_agrees_with_the_decoding_of_requests(self) -> None:
+        assert route_label("GET", "/api/v2/dags/a%2Fb/tasks", "", TABLE) == OTHER  # an encoded slash passes
+        assert route_label("GET", "/api/v2/dags/./tasks", "", TABLE) == OTHER  # a dot segment passes
 
     @pytest.mark.parametrize(
         ("status", "x_cache", "outcome"),
