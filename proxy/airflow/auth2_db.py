@@ -36,6 +36,7 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
+    literal,
     select,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -95,7 +96,9 @@ def available(columns: dict[str, set[str]]) -> bool:
 def statements() -> AuthStatements:
     return AuthStatements(
         sessions=select(session.c.session_id, session.c.data).where(
-            session.c.expiry > _bind_now(), session.c.data.like(b'%"_user_id"%')
+            session.c.expiry > _bind_now(),
+            # LIKE on the bytes (bytea LIKE bytea on PostgreSQL; SQLite and MySQL compare BLOBs alike)
+            session.c.data.op("LIKE")(literal(b'%"_user_id"%', LargeBinary)),
         ),
         users=select(ab_user.c.id, ab_user.c.username, ab_user.c.password, ab_user.c.active).order_by(ab_user.c.id),
         user_roles=select(ab_user_role.c.user_id, ab_user_role.c.role_id).order_by(

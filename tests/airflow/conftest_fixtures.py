@@ -34,10 +34,12 @@ def airflow_admin_db_url(request: pytest.FixtureRequest) -> str:
     return url
 
 
-def _airflow(major: int, admin_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowInstance]:
+def _airflow(
+    major: int, admin_db_url: str, tmp_path_factory: pytest.TempPathFactory, workers: int = 2
+) -> Iterator[AirflowInstance]:
     home: Path = tmp_path_factory.mktemp(f"airflow{major}")
     # min_serialized_dag_update_interval=0: a DAG changed by a test is written at once, not after 30 s.
-    with AirflowInstance(major, admin_db_url, home, min_serialized_dag_update_interval=0) as instance:
+    with AirflowInstance(major, admin_db_url, home, workers=workers, min_serialized_dag_update_interval=0) as instance:
         yield instance
 
 
@@ -49,5 +51,6 @@ def airflow3(airflow_admin_db_url: str, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture(scope="session")
 def airflow2(airflow_admin_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowInstance]:
-    """A running Airflow 2.11 webserver (2 workers) with ``small_000``..``small_009`` and ``big_dag``."""
-    yield from _airflow(2, airflow_admin_db_url, tmp_path_factory)
+    """A running Airflow 2.11 webserver (4 gunicorn workers, each with its own DagBag: AIRFLOW2-FACTS.md §1) with
+    ``small_000``..``small_009`` and ``big_dag``."""
+    yield from _airflow(2, airflow_admin_db_url, tmp_path_factory, workers=4)
