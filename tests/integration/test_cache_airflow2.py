@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from urllib.parse import quote, urlencode
 
 import aiohttp
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 from multidict import CIMultiDict
 
