@@ -5,7 +5,9 @@ shortcut does not help it): every ``interval`` seconds it alternately flips ``is
 (``PATCH /api/v2/dags/{id}``) and triggers a run (``POST /api/v2/dags/{id}/dagRuns``). A few watchers per
 target, each on its own connection (so they may land on different proxy worker processes), poll that DAG
 and its run count through the target. :mod:`proxy.bench.audit` turns both logs into regressions and
-staleness. :meth:`Auditor.restore` puts ``is_paused`` back and deletes the runs it triggered.
+staleness. A change whose call fails or times out (a saturated upstream) is counted as failed, and the
+DAG's real state is read again before the next one. :meth:`Auditor.restore` puts ``is_paused`` back and
+deletes every run of the audit DAG that was not there before.
 """
 
 from __future__ import annotations
@@ -30,11 +32,13 @@ class AuditLog:
     changes: list[Change] = field(default_factory=list)
     observations: list[Observation] = field(default_factory=list)
     generations: dict[int, MonotoneWatch] = field(default_factory=dict)
+    failed: int = 0  # changes whose API call failed or timed out
 
     def apply(self, phase: Phase, user_regressions: int) -> None:
         result = staleness(self.changes, self.observations)
         phase.staleness = result.seconds
         phase.stale_missed = result.missed
+        phase.audit_failed = self.failed
         phase.regressions = (
             user_regressions
             + result.regressions
@@ -56,26 +60,42 @@ class Auditor:
         self._original_paused: bool | None = None
         self._paused = False
         self._runs = 0
-        self._triggered: list[str] = []
+        self._initial_runs: set[str] = set()
 
     async def open(self) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        await self._resync()
+        self._original_paused = self._paused
+        self._initial_runs = await self._run_ids()
+
+    async def _resync(self) -> None:
+        """Read the DAG's real state (after a change whose answer never came, it is unknown)."""
         dag = await self._json("GET", self._dag_path)
         runs = await self._json("GET", self._dag_path + "/dagRuns?limit=1")
         if not isinstance(dag, dict) or not isinstance(runs, dict):
             raise BenchError(f"--audit: cannot read DAG {self.dag_id!r} from the upstream")
-        self._original_paused = self._paused = bool(dag.get("is_paused"))
+        self._paused = bool(dag.get("is_paused"))
         self._runs = int(runs.get("total_entries", 0))
+
+    async def _run_ids(self) -> set[str]:
+        listing = await self._json("GET", self._dag_path + "/dagRuns?limit=1000")
+        runs = listing.get("dag_runs") if isinstance(listing, dict) else None
+        if not isinstance(runs, list):
+            raise BenchError(f"--audit: cannot list the runs of {self.dag_id!r}")
+        return {str(r["dag_run_id"]) for r in runs if isinstance(r, dict) and "dag_run_id" in r}
 
     async def _json(self, method: str, path: str, body: object = None) -> object:
         assert self._session is not None
         data = None if body is None else json.dumps(body)
         headers = {**self._auth, **({"Content-Type": "application/json"} if data is not None else {})}
-        async with self._session.request(method, self._upstream + path, data=data, headers=headers) as resp:
-            text = await resp.text()
-            if resp.status >= 300:
-                raise BenchError(f"--audit: {method} {path} -> HTTP {resp.status}: {text[:200]}")
-            return json.loads(text) if text else None
+        try:
+            async with self._session.request(method, self._upstream + path, data=data, headers=headers) as resp:
+                text = await resp.text()
+                if resp.status >= 300:
+                    raise BenchError(f"--audit: {method} {path} -> HTTP {resp.status}: {text[:200]}")
+                return json.loads(text) if text else None
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise BenchError(f"--audit: {method} {path}: {type(exc).__name__} {exc}".rstrip()) from None
 
     async def run_phase(self, base_url: str, deadline: float) -> AuditLog:
         """Change and watch until ``deadline`` (loop time); returns the phase's log."""
@@ -96,19 +116,25 @@ class Auditor:
         loop = asyncio.get_running_loop()
         step = 0
         await asyncio.sleep(min(self._interval / 2, max(0.0, deadline - loop.time())))
+        unsure = False
         while loop.time() + self._interval / 2 < deadline:
             started = time.monotonic()
-            if step % 2 == 0:
-                target = not self._paused
-                await self._json("PATCH", self._dag_path, {"is_paused": target})
-                self._paused = target
-                log.changes.append(Change("pause", started, time.monotonic(), int(target)))
-            else:
-                run = await self._json("POST", self._dag_path + "/dagRuns", {"logical_date": None})
-                if isinstance(run, dict) and isinstance(run.get("dag_run_id"), str):
-                    self._triggered.append(run["dag_run_id"])
-                self._runs += 1
-                log.changes.append(Change("trigger", started, time.monotonic(), self._runs))
+            try:
+                if unsure:  # the last change timed out: it may or may not have happened
+                    await self._resync()
+                    unsure = False
+                if step % 2 == 0:
+                    target = not self._paused
+                    await self._json("PATCH", self._dag_path, {"is_paused": target})
+                    self._paused = target
+                    log.changes.append(Change("pause", started, time.monotonic(), int(target)))
+                else:
+                    await self._json("POST", self._dag_path + "/dagRuns", {"logical_date": None})
+                    self._runs += 1
+                    log.changes.append(Change("trigger", started, time.monotonic(), self._runs))
+            except BenchError:
+                log.failed += 1  # e.g. the upstream is saturated; not a change anyone could see
+                unsure = True
             step += 1
             await asyncio.sleep(max(0.0, min(self._interval, deadline - loop.time())))
 
@@ -141,19 +167,20 @@ class Auditor:
                 await asyncio.sleep(self._poll)
 
     async def restore(self) -> list[str]:
-        """Undo: ``is_paused`` as found, triggered runs deleted. Returns problems (empty when clean)."""
+        """Undo: ``is_paused`` as found, every run that was not there at :meth:`open` deleted.
+        Returns problems (empty when clean)."""
         problems: list[str] = []
         if self._session is None:
             return problems
         try:
-            if self._original_paused is not None and self._paused != self._original_paused:
+            if self._original_paused is not None:
                 await self._json("PATCH", self._dag_path, {"is_paused": self._original_paused})
-            for run_id in self._triggered:
+            for run_id in sorted(await self._run_ids() - self._initial_runs):
                 try:
                     await self._json("DELETE", f"{self._dag_path}/dagRuns/{quote(run_id, safe='')}")
                 except BenchError as exc:
                     problems.append(str(exc))
-        except (BenchError, aiohttp.ClientError, TimeoutError) as exc:
+        except BenchError as exc:
             problems.append(str(exc))
         finally:
             await self._session.close()

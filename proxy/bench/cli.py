@@ -111,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("dagcache bench: interrupted", file=sys.stderr)
         return EXIT_FAILED
+    except Exception as exc:  # the last resort of a command line tool: one line, never a traceback
+        print(f"dagcache bench: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 class UsageError(BenchError):

@@ -27,6 +27,7 @@ class Phase:
     regressions: int | None = None
     staleness: list[float] | None = None  # seconds, one per observed change
     stale_missed: int | None = None  # changes never seen fresh within their window
+    audit_failed: int | None = None  # --audit changes whose API call failed (not counted above)
 
     @property
     def latency(self) -> Latency:

@@ -226,7 +226,7 @@ async def run(opts: Options, progress: Progress) -> tuple[list[Phase], dict[str,
                         f"{phase.requests} req in {phase.seconds:.1f} s, {phase.errors} err"
                         + (f", p99 {p99:.0f} ms" if p99 is not None else "")
                     )
-                    await asyncio.sleep(opts.settle)
+                    await _settle(sessions["direct"], upstream, tokens[0], opts.settle)
     finally:
         for session in sessions.values():
             await session.close()
@@ -238,6 +238,29 @@ async def run(opts: Options, progress: Progress) -> tuple[list[Phase], dict[str,
         if counter is not None:
             await counter.close()
     return phases, meta
+
+
+async def _settle(session: aiohttp.ClientSession, upstream: str, token: str, pause: float) -> None:
+    """Let the upstream work off what the last phase left queued: wait ``pause``, then until an
+    authenticated ``/api/v2/version`` answers within half a second (at most 60 s)."""
+    await asyncio.sleep(pause)
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + 60.0
+    while loop.time() < give_up:
+        started = loop.time()
+        try:
+            async with session.get(
+                upstream + "/api/v2/version",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=aiohttp.ClientTimeout(total=10),
+            ) as resp:
+                await resp.read()
+        except (aiohttp.ClientError, TimeoutError):
+            await asyncio.sleep(0.5)
+            continue
+        if loop.time() - started < 0.5:
+            return
+        await asyncio.sleep(0.5)
 
 
 async def _phase(
