@@ -215,6 +215,42 @@ async def test_revoked_token_is_not_served_from_cache(start_cache: StartCache, a
     assert status in (401, 403)
 
 
+def _reissued(token: str, exp: float) -> str:
+    """The same Airflow JWT with another ``exp``, signed like Airflow signs (HS512 with its jwt_secret)."""
+    import base64
+    import hashlib
+    import hmac
+
+    from tests.airflow.harness import _JWT_SECRET
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    head, payload, _ = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["exp"] = int(exp)
+    signing_input = f"{head}.{b64(json.dumps(claims).encode())}"
+    signature = hmac.new(_JWT_SECRET.encode(), signing_input.encode(), hashlib.sha512).digest()
+    return f"{signing_input}.{b64(signature)}"
+
+
+async def test_a_token_near_or_past_its_expiry_is_never_served_from_cache(
+    start_cache: StartCache, airflow3: AirflowInstance
+):
+    base = await start_cache(cache={"refresh_window": 2.0})
+    token = _reissued(airflow3.token("admin", fresh=True), time.time() + 5)
+    path = "/api/v2/dags/big_dag/tasks"
+    async with aiohttp.ClientSession() as client:
+        assert (await get(client, base + path, token))[1]["X-Cache"] == "MISS"
+        assert (await get(client, base + path, token))[1]["X-Cache"] == "HIT"  # Airflow accepted the token
+        await asyncio.sleep(3.2)  # now inside the refresh window: Airflow must see it (it may refresh the cookie)
+        status, headers, _ = await get(client, base + path, token)
+        assert (status, headers["X-Cache"]) == (200, "BYPASS")
+        await asyncio.sleep(2.0)  # expired; Airflow itself still takes it for [api_auth] jwt_leeway (10 s)
+        _, headers, _ = await get(client, base + path, token)
+    assert headers["X-Cache"] == "BYPASS"
+
+
 async def test_definition_change_is_visible_within_poll_interval(start_cache: StartCache, airflow3: AirflowInstance):
     base = await start_cache()
     token = airflow3.token("admin")
