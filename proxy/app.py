@@ -22,6 +22,7 @@ from redis.backoff import ExponentialBackoff
 from cache import FillNotifier, LocalFillCoordinator, MemoryCacheStore, RedisCacheStore
 from cache.redis_store import RedisClient
 from proxy.airflow import routes3
+from proxy.airflow.profiles import table_for
 from proxy.airflow.source import SqlVersionSource
 from proxy.caching import CacheLayer
 from proxy.config import RedisConfig, Settings, redact_url
@@ -244,8 +245,10 @@ def create_app(settings: Settings, telemetry: Telemetry | None = None) -> web.Ap
 
 
 async def _handle(request: web.Request) -> web.StreamResponse:
-    telemetry, started = request.app[TELEMETRY], time.perf_counter()
-    telemetry.begin(request, request.app[SETTINGS].server.base_path, routes3.TABLE)
+    telemetry, settings, started = request.app[TELEMETRY], request.app[SETTINGS], time.perf_counter()
+    versions = request.app.get(VERSIONS)
+    table = table_for(settings.upstream.profile, versions.current if versions else None, routes3.TABLE)
+    telemetry.begin(request, settings.server.base_path, table)
     response = await request.app[HANDLER](request)
     telemetry.finish(request, response, time.perf_counter() - started)
     return response

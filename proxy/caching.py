@@ -38,6 +38,7 @@ from proxy.airflow.profiles import table_for
 from proxy.config import CacheConfig, ServerConfig, VersionsConfig
 from proxy.errors import UpstreamError
 from proxy.forwarding import BYPASS_HEADER
+from proxy.metrics import note_fill
 from proxy.negotiate import choose
 from proxy.policy import Cacheable, PassThrough, decide, is_storable, write_effects
 from proxy.requests import Reject, normalize_target, split_target
@@ -364,6 +365,7 @@ class CacheLayer:
                 raise
             return stale
         self.counters.misses += 1
+        note_fill(request, outcome)
         if entry is None:
             answer = fetched[-1]
             if answer.status >= 500 and (stale := await self._last_good(request, key)) is not None:

@@ -26,7 +26,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from cache import CachedResponse, CacheStore, CacheUnavailable
+from cache import CachedResponse, CacheStore, CacheUnavailable, Outcome
 from proxy.requests import Reject, split_target
 from proxy.routes import RouteTable
 from proxy.tasks import spawn
@@ -93,6 +93,7 @@ class RequestNote:
     route: str = OTHER
     outcome: str | None = None
     key: str | None = None  # the entry's ETag: a digest of the cache key, safe to log
+    fill: str | None = None  # how the single fill of a MISS went (cache.Outcome value)
 
 
 NOTE: Final = web.RequestKey("dagcache_note", RequestNote)
@@ -101,6 +102,13 @@ NOTE: Final = web.RequestKey("dagcache_note", RequestNote)
 def note_of(request: web.BaseRequest) -> RequestNote | None:
     value = request.get(NOTE)
     return value if isinstance(value, RequestNote) else None
+
+
+def note_fill(request: web.BaseRequest, outcome: Outcome) -> None:
+    """Record how the single fill behind this request's MISS went (one call in :mod:`proxy.caching`)."""
+    note = note_of(request)
+    if note is not None:
+        note.fill = outcome.value
 
 
 # -- the metrics ------------------------------------------------------------------------------------
@@ -182,10 +190,18 @@ class Telemetry:
             registry=r,
             multiprocess_mode="livemax",
         )
-        self.fills = Counter(
-            "dagcache_fills",
-            "Cache fills: 'stored' (this process produced), 'shared' (waited for another's fill)",
+        self.fill_seconds = Histogram(
+            "dagcache_fill_seconds",
+            "MISS requests by how their single fill went: filled (fetched it), shared (waited for another "
+            "request's fill, in this process or another), fallback (fetched without coordination)",
             ["outcome"],
+            buckets=_UPSTREAM_BUCKETS,
+            registry=r,
+        )
+        self.shadow = Counter(
+            "dagcache_shadow",
+            "Shadow mode: requests Airflow answered, by what the cache would have answered (HIT or MISS)",
+            ["would"],
             registry=r,
         )
         self.l1_bytes = Gauge(
@@ -257,6 +273,10 @@ class Telemetry:
         """Count a request that got ``response`` after ``seconds``."""
         note = note_of(request) or RequestNote()
         note.outcome = outcome_of(response.status, response.headers.get("X-Cache"))
+        if note.fill is not None:
+            self.fill_seconds.labels(note.fill).observe(seconds)
+        elif note.outcome == "SHADOW" and (would := response.headers.get("X-Dagcache-Shadow")) in ("HIT", "MISS"):
+            self.shadow.labels(would).inc()
         if note.outcome in FROM_CACHE or note.outcome == "MISS":
             note.key = response.headers.get("ETag")
         body = 0
@@ -315,8 +335,6 @@ class Telemetry:
             clock = time.monotonic() if now is None else now
             opened = breaker.opened_at is not None and clock - breaker.opened_at < breaker.cooldown
             self.breaker_open.set(1 if opened else 0)
-            self.fills.labels("stored").inc(seen.delta("stored", layer.counters.stored))
-            self.fills.labels("shared").inc(seen.delta("shared", layer.counters.shared_fills))
         if l1 is not None:
             self.l1_bytes.set(l1.bytes)
             self.l1_max_bytes.set(l1.max_bytes)

@@ -149,6 +149,8 @@ class Status:
     redis: dict[str, Any]
     l1: dict[str, Any]
     process: dict[str, object] = field(default_factory=dict)
+    #: shadow mode: what the cache would have answered ({"HIT": n, "MISS": m}) and the would-be hit ratio
+    shadow: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -242,7 +244,18 @@ def summarize(
             "evictions": int(samples.total("dagcache_l1_evictions_total")),
         },
         process={"serving processes": int(samples.total("dagcache_process_up")), **(process or {})},
+        shadow=_shadow(samples),
     )
+
+
+def _shadow(samples: Samples) -> dict[str, Any]:
+    hits, misses = (
+        samples.total("dagcache_shadow_total", would="HIT"),
+        samples.total("dagcache_shadow_total", would="MISS"),
+    )
+    if not hits + misses:
+        return {}
+    return {"HIT": int(hits), "MISS": int(misses), "would_be_hit_ratio": _ratio(hits, hits + misses)}
 
 
 def _hit_ratio(by_outcome: Mapping[str, int]) -> float | None:
@@ -296,6 +309,8 @@ def render_html(status: Status, *, refresh: int = 5, title: str = "dagcache") ->
         ("miss-p50", "MISS p50", _fmt(status.latency_ms["miss"]["p50"], " ms")),
         ("upstream-errors", "Upstream errors", f"{_fmt(u['errors'])} / {_fmt(u['requests'])}"),
     ]
+    if status.shadow:
+        cards.insert(1, ("shadow-hit-ratio", "Shadow: would-be hit ratio", _pct(status.shadow["would_be_hit_ratio"])))
     card_html = "".join(
         f'<div class="card"><span class="muted">{e(t)}</span><b id="{i}">{e(x)}</b></div>' for i, t, x in cards
     )

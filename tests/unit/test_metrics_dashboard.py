@@ -20,7 +20,8 @@ def exposed() -> dict[str, set[str]]:
     telemetry.request("api.dag", "HIT", 200, 0.001, body_bytes=1)
     telemetry.upstream("api.dag", 200, 0.01)
     telemetry.redis("get", 0.001, False)
-    telemetry.fills.labels("stored").inc()
+    telemetry.fill_seconds.labels("shared").observe(0.1)
+    telemetry.shadow.labels("HIT").inc()
     telemetry.polls.labels("ok").inc()
     names: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(generate_latest(telemetry.registry).decode()):
