@@ -134,18 +134,28 @@ def _demo_arguments(demo: argparse.ArgumentParser) -> None:
     from proxy.demo.backends import DEFAULT_POSTGRES, DEFAULT_REDIS
 
     demo.add_argument("--dir", default="~/.cache/dagcache/demo", help="where everything lives (default %(default)s)")
-    demo.add_argument("--port", type=int, default=8080, help="proxy port (default 8080)")
-    demo.add_argument("--admin-port", type=int, default=9090, help="admin port (default 9090)")
+    demo.add_argument("--port", type=_port, default=8080, help="proxy port (default 8080)")
+    demo.add_argument("--admin-port", type=_port, default=9090, help="admin port (default 9090)")
     demo.add_argument("--host", default="127.0.0.1", help="listen address of both (default 127.0.0.1)")
     db = demo.add_mutually_exclusive_group()
-    db.add_argument("--postgres", default=DEFAULT_POSTGRES, metavar="URL", help="server for the demo's database")
+    db.add_argument("--postgres", default=DEFAULT_POSTGRES, metavar="URL", help="where to create the DB (%(default)s)")
     db.add_argument("--sqlite", action="store_true", help="use SQLite even when PostgreSQL answers")
     store = demo.add_mutually_exclusive_group()
-    store.add_argument("--redis", default=DEFAULT_REDIS, metavar="URL", help="Redis to use when it answers")
+    store.add_argument("--redis", default=DEFAULT_REDIS, metavar="URL", help="used when it answers (%(default)s)")
     store.add_argument("--no-redis", action="store_true", help="use the embedded store even when Redis answers")
     demo.add_argument("--clean", action="store_true", help="remove the demo directory (and its database), then exit")
     demo.add_argument("--stand-in", action="store_true", help="quick mode: a built-in stand-in instead of Airflow")
     demo.add_argument("--upstream", metavar="URL", help="quick mode in front of URL instead of the stand-in")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
+    return port
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:

@@ -20,10 +20,11 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def _package(spec: str) -> str:
-    """``'pendulum>=3 (from x)'`` -> ``pendulum``; ``'/files/psycopg2_binary-2.9.whl'`` -> ``psycopg2_binary``."""
+    """``'pendulum>=3 (from x)'`` -> ``pendulum``; ``'/f/psycopg2_binary-2.9.whl (2 MB)'`` -> ``psycopg2_binary``."""
     spec = spec.strip()
-    if "/" in spec or spec.endswith((".whl", ".tar.gz", ".zip")):
-        spec = spec.split()[0].rsplit("/", 1)[-1].split("-", 1)[0]
+    token = spec.split(" ", 1)[0]
+    if "/" in token or token.endswith((".whl", ".tar.gz", ".zip")):
+        spec = token.rsplit("/", 1)[-1].split("-", 1)[0]
     match = _NAME.match(spec)
     return match.group(0) if match else spec
 

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,9 @@ from proxy.demo import DemoError
 from proxy.demo.progress import OneLine, status_line
 from proxy.logs import JsonFormatter
 from proxy.server import make_runner, wait_for_signal
+
+ExitCode = Callable[[], int | None]
+"""The api-server's exit code, ``None`` while it runs (``Popen.poll``)."""
 
 
 @dataclass(frozen=True)
@@ -101,9 +105,9 @@ def log_to_file(path: Path) -> None:
     logging.getLogger().handlers[:] = [to_file, console]
 
 
-async def serve(settings: Settings, sock: socket.socket, ends: Endpoints) -> None:
+async def serve(settings: Settings, sock: socket.socket, ends: Endpoints, airflow_exit: ExitCode) -> None:
     """Serve the proxy and its admin listener, print the banner, keep the status line fresh until
-    SIGINT/SIGTERM."""
+    SIGINT/SIGTERM (or until the api-server exits: :class:`DemoError`)."""
     app = create_app(settings)
     runner = make_runner(app, settings)
     await runner.setup()
@@ -121,7 +125,7 @@ async def serve(settings: Settings, sock: socket.socket, ends: Endpoints) -> Non
         await _until_versions(app)
         print(banner(ends), flush=True)
         status = asyncio.get_running_loop().create_task(_show_status(app, display))
-        await wait_for_signal()
+        await _until_signal_or_exit(airflow_exit, ends.directory / "airflow" / "api-server.log")
     finally:
         if status is not None:
             status.cancel()
@@ -131,6 +135,21 @@ async def serve(settings: Settings, sock: socket.socket, ends: Endpoints) -> Non
         await runner.cleanup()
         if admin is not None:
             await admin.cleanup()
+
+
+async def _until_signal_or_exit(airflow_exit: ExitCode, log: Path) -> None:
+    loop = asyncio.get_running_loop()
+    signalled = loop.create_task(wait_for_signal())
+    try:
+        while not signalled.done():
+            code = airflow_exit()
+            if code is not None:
+                raise DemoError(f"the Airflow api-server exited with {code} (its log: {log}); stopping")
+            await asyncio.wait({signalled}, timeout=1.0)
+    finally:
+        signalled.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await signalled
 
 
 async def _until_versions(app: web.Application) -> None:

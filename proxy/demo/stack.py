@@ -94,7 +94,7 @@ def run_stack(settings: Settings, options: DemoOptions) -> int:
             sock = _bind(options)
             ends = _bring_up(directory, options, server)
             log_to_file(directory / "dagcache.log")
-            run_async(settings, serve(demo_settings(settings, ends), sock, ends))
+            run_async(settings, serve(demo_settings(settings, ends), sock, ends, server[0].poll))
         except KeyboardInterrupt:
             say("interrupted")
         finally:

@@ -40,6 +40,17 @@ class TestPipSummary:
         assert "installing 5 packages 12 s" in shown
         assert shown[-1] == "installed 12 s"
 
+    def test_names_the_package_of_a_download_or_a_local_file(self) -> None:
+        summary = PipSummary()
+        summary.feed("  Downloading apache_airflow-3.3.2-py3-none-any.whl (13 kB)")
+        assert summary.last == "apache_airflow"
+        summary.feed("  Downloading https://files.example/packages/ab/cd/pendulum-3.3.0-cp311.whl (350 kB)")
+        assert summary.last == "pendulum"
+        summary.feed("Processing /opt/pypi/files/psycopg2_binary-2.9.13-cp311-cp311-manylinux2014_x86_64.whl")
+        assert summary.last == "psycopg2_binary"
+        summary.feed("Collecting typing-extensions>=4.12 (from pydantic)")
+        assert summary.last == "typing-extensions"
+
     def test_ignores_warnings_and_blank_lines(self) -> None:
         summary = PipSummary()
         assert not summary.feed("WARNING: Location 'file:///x' is ignored")
