@@ -7,8 +7,14 @@ import asyncio
 import base64
 import json
 import re
+import signal
+import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 from urllib.parse import quote, urlencode
 
 import aiohttp
@@ -17,7 +23,9 @@ import pytest
 from multidict import CIMultiDict
 
 from tests.airflow.harness import AirflowInstance
+from tests.conftest import dagcache_cmd
 from tests.integration.conftest import CacheStarter
+from tests.servers import free_port, wait_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
 
@@ -353,3 +361,139 @@ async def test_a_changed_user_is_never_served_from_cache(
         else:
             ui_statuses = await never_hit_after(client, ui, cookie, 1.0)
             assert 200 not in ui_statuses
+
+
+# ----- the stale-worker scenario (AIRFLOW2-FACTS.md §1) -------------------------------------------------------
+
+FLAP_DAG = "small_007"
+FLEET_POLL = 0.5
+CONVERGENCE = 12.0  # the default for Airflow 2: min_serialized_dag_fetch_interval 10 s + 2 s margin
+POLLERS = 6
+VIEWS = (
+    f"/api/v1/dags/{FLAP_DAG}/tasks",
+    f"/object/graph_data?dag_id={FLAP_DAG}",
+    f"/object/grid_data?dag_id={FLAP_DAG}&num_runs=25",
+)
+
+
+@pytest.fixture
+def fleet(airflow2: AirflowInstance, redis_url: str, tmp_path: Path) -> Iterator[str]:
+    """``dagcache serve`` with two worker processes in front of the Airflow 2 webserver."""
+    port, admin = free_port(), free_port()
+    config = tmp_path / "dagcache.toml"
+    config.write_text(
+        f'[server]\nhost = "127.0.0.1"\nport = {port}\nworkers = 2\n'
+        f'[admin]\nhost = "127.0.0.1"\nport = {admin}\n'
+        f'[upstream]\nurl = "{airflow2.base_url}"\n'
+        f'[database]\nurl = "{airflow2.db_url}"\n'
+        f'[redis]\nurl = "{redis_url}"\nkey_prefix = "flap-{tmp_path.name[-12:]}"\n'
+        f"[versions]\npoll_interval = {FLEET_POLL}\nlease_ttl = 3.0\nstate_max_age = 0\n"
+        '[log]\nlevel = "warning"\naccess_log = false\n'
+    )
+    with (tmp_path / "dagcache.log").open("wb") as log:
+        proc = subprocess.Popen(dagcache_cmd("serve", "--config", str(config)), stderr=log, stdout=log)
+    try:
+        wait_port(port, timeout=60)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def variant_of(body: bytes) -> int:
+    """Which definition of FLAP_DAG a body shows: the number of its ``extra_<k>`` tasks."""
+    return len(set(re.findall(rb"extra_(\d+)", body)))
+
+
+async def fresh_get(url: str, headers: Headers) -> tuple[str, bytes]:
+    """One request on a new connection, so that gunicorn spreads them over its workers."""
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as client,
+        client.get(url, headers=headers, allow_redirects=False) as resp,
+    ):
+        body = await resp.read()
+        assert resp.status == 200, body[:300]
+        return resp.headers.get("X-Cache", ""), body
+
+
+@dataclass
+class Observed:
+    regressions: list[str] = field(default_factory=list)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    first_new: dict[tuple[int, str], float] = field(default_factory=dict)  # (poller, view) -> when B was first seen
+    last_old: dict[tuple[int, str], float] = field(default_factory=dict)  # (poller, view) -> when older was last seen
+
+
+async def stale_worker_scenario(
+    airflow: AirflowInstance, base: str, headers: dict[str, Headers], variants: tuple[int, int], seconds: float
+) -> tuple[Observed, float]:
+    """Change A; requests (straight to the webserver) until some workers have reloaded the DAG; change B a second
+    later; ``POLLERS`` clients poll VIEWS on ``base`` with fresh connections. Returns what they saw and when B
+    was committed (monotonic)."""
+    a, b = variants
+    seen = Observed()
+    details = f"{airflow.base_url}/api/v1/dags/{FLAP_DAG}/details"
+    await asyncio.to_thread(airflow.touch_dag, FLAP_DAG, a)
+    await asyncio.to_thread(airflow.sync_dags, FLAP_DAG)
+    committed_a = time.time()
+    reloaded: set[float] = set()
+    async with asyncio.timeout(30):
+        while len(reloaded) < 2:  # two workers loaded A just now: they will hold it for 10 s
+            bodies = await asyncio.gather(*(fresh_get(details, headers["basic"]) for _ in range(8)))
+            loaded = {datetime.fromisoformat(json.loads(body)["last_parsed"]).timestamp() for _, body in bodies}
+            reloaded |= {at for at in loaded if at >= committed_a}
+    await asyncio.sleep(1.0)
+    await asyncio.to_thread(airflow.touch_dag, FLAP_DAG, b)
+    await asyncio.to_thread(airflow.sync_dags, FLAP_DAG)
+    committed = time.monotonic()
+
+    async def poller(index: int) -> None:
+        best: dict[str, int] = {}
+        turn = index
+        while (now := time.monotonic()) < committed + seconds:
+            turn += 1
+            view = VIEWS[turn % len(VIEWS)]
+            outcome, body = await fresh_get(base + view, headers["basic" if view.startswith("/api/") else "cookie"])
+            seen.outcomes[outcome] += 1
+            got, key = variant_of(body), (index, view)
+            if got < best.get(view, -1):
+                seen.regressions.append(f"poller {index} {view}: {best[view]} then {got} at +{now - committed:.1f} s")
+            best[view] = max(best.get(view, -1), got)
+            if got == b:
+                seen.first_new.setdefault(key, now - committed)
+            else:
+                seen.last_old[key] = now - committed
+
+    await asyncio.gather(*(poller(i) for i in range(POLLERS)))
+    return seen, committed
+
+
+async def test_stale_workers_flap_directly_and_never_through_dagcache(fleet: str, airflow2: AirflowInstance):
+    headers = {"basic": basic("admin", "admin"), "cookie": {"Cookie": airflow2.session_cookie("admin")}}
+    async with asyncio.timeout(30):  # both proxy processes have versions and know the session
+        ready = 0
+        while ready < 10:
+            outcomes = [
+                (await fresh_get(fleet + view, headers["cookie" if "object" in view else "basic"]))[0] for view in VIEWS
+            ]
+            ready = ready + 1 if all(o in ("HIT", "MISS") for o in outcomes) else 0
+    try:
+        direct, _ = await stale_worker_scenario(airflow2, airflow2.base_url, headers, (1, 2), 15.0)
+        bound = CONVERGENCE + FLEET_POLL + 1.0
+        cached, _ = await stale_worker_scenario(airflow2, fleet, headers, (3, 4), bound + 2.0)
+    finally:
+        airflow2.touch_dag(FLAP_DAG, 0)
+        await asyncio.to_thread(airflow2.sync_dags, FLAP_DAG)
+    newest = max(cached.first_new.values(), default=-1.0)
+    print(f"direct: {len(direct.regressions)} regressions; dagcache: {len(cached.regressions)}, B after {newest:.1f} s")
+    assert direct.regressions, "the webserver did not flap: the scenario proves nothing"
+    assert cached.regressions == []
+    assert set(cached.outcomes) <= {"HIT", "MISS"}
+    # every client, on every view, sees B within the convergence bound + poll_interval + 1 s, and keeps it
+    keys = {(i, view) for i in range(POLLERS) for view in VIEWS}
+    assert set(cached.first_new) == keys
+    assert max(cached.first_new.values()) <= bound, cached.first_new
+    assert all(cached.last_old.get(key, -1.0) < cached.first_new[key] for key in keys)
