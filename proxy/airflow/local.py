@@ -6,7 +6,7 @@ concurrent processes share it). :func:`airflow_env` is the environment every Air
 of one instance runs with; :func:`run` and :func:`spawn_server` start those processes in a
 process group of their own, and :func:`stop_process_group` makes sure nothing survives.
 
-Used by ``dagcache demo`` (:mod:`proxy.demo_stack`) and by the test harness
+Used by ``dagcache demo`` (:mod:`proxy.demo.airflow`) and by the test harness
 (``tests/airflow/harness.py``). Standard library only.
 """
 
