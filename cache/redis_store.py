@@ -8,9 +8,9 @@ Layout, with ``P`` the prefix (omitted with its colon when empty) and ``K`` a re
   (``K`` carries the hash tag ``{namespace:dag}``, and the prefix has no braces);
 * channel ``P:filled`` — messages are keys whose fill is done (stored, or given up), one channel for all keys.
 
-Every Redis failure (``RedisError``, ``OSError``, timeouts) surfaces as :class:`~cache.errors.CacheUnavailable`
-through :func:`map_redis_errors`. The stores receive their client and never close it; it must be created with
-``decode_responses=False``.
+Every Redis failure (:data:`REDIS_ERRORS`: ``RedisError``, cluster errors, ``OSError``, timeouts) surfaces as
+:class:`~cache.errors.CacheUnavailable` through :func:`map_redis_errors`. The stores receive their client and never
+close it; it must be created with ``decode_responses=False``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from contextlib import contextmanager
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from cache.entry import CachedResponse, decode, encode
 from cache.errors import CacheUnavailable, CorruptEntry
@@ -31,6 +31,10 @@ log = logging.getLogger("cache.redis")
 
 #: What the stores accept: a client of one server (standalone or a Sentinel master) or of a Redis Cluster.
 RedisClient = aioredis.Redis | RedisCluster
+
+#: Everything a Redis call can raise when Redis is unreachable or failing. ``RedisClusterException`` ("cannot
+#: be connected", slot not covered) is not a ``RedisError``; ``OSError`` covers sockets and timeouts.
+REDIS_ERRORS = (RedisError, RedisClusterException, OSError)
 
 _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -52,8 +56,15 @@ def map_redis_errors() -> Iterator[None]:
     """Turn redis-py, socket and timeout errors into :class:`CacheUnavailable` (``raise ... from exc``)."""
     try:
         yield
-    except (RedisError, OSError) as exc:  # OSError covers ConnectionError and (asyncio.)TimeoutError
-        raise CacheUnavailable(f"Redis: {type(exc).__name__}: {exc}") from exc
+    except REDIS_ERRORS as exc:
+        raise CacheUnavailable(describe_redis_error(exc)) from exc
+
+
+def describe_redis_error(exc: BaseException) -> str:
+    """``Redis: <type>: <message>`` in one readable line: Sentinel's "No master found" lists the repr of every
+    sentinel client (kilobytes); that part is dropped."""
+    text = str(exc).split(" : <redis.", 1)[0]
+    return f"Redis: {type(exc).__name__}: {text if len(text) <= 300 else text[:297] + '...'}"
 
 
 class RedisCacheStore:
@@ -234,7 +245,7 @@ class FillNotifier:
                 self._subscribed.clear()
                 try:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
-                except (RedisError, OSError):
+                except REDIS_ERRORS:
                     pass
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)

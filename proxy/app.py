@@ -20,7 +20,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 
 from cache import FillNotifier, LocalFillCoordinator, MemoryCacheStore, RedisCacheStore
-from cache.redis_store import RedisClient
+from cache.redis_store import REDIS_ERRORS, RedisClient
 from proxy.airflow import routes3
 from proxy.airflow.profiles import table_for
 from proxy.airflow.source import SqlVersionSource
@@ -118,8 +118,10 @@ def make_redis(config: RedisConfig) -> RedisClient:
             **common,
         )
     if target.topology == "sentinel":
+        # The sentinels get the same quick retry: redis-py's default (3 retries, backoff up to 10 s) makes one
+        # command take ~15 s when no sentinel answers.
         discovery: dict[str, Any] = {"socket_connect_timeout": config.connect_timeout}
-        discovery.update(socket_timeout=config.connect_timeout, ssl=target.tls)
+        discovery.update(socket_timeout=config.connect_timeout, ssl=target.tls, retry=common["retry"])
         sentinel = Sentinel(target.nodes, sentinel_kwargs=discovery, **common)  # type: ignore[no-untyped-call]
         # ssl=True makes the pool use SentinelManagedSSLConnection for the master.
         master: SentinelMasterClient = sentinel.master_for(
@@ -225,7 +227,7 @@ async def _fleet_secret(client: RedisClient, prefix: str) -> str:
     try:
         await client.set(key, secrets.token_hex(32), nx=True)
         value = await client.get(key)
-    except (aioredis.RedisError, OSError) as exc:
+    except REDIS_ERRORS as exc:
         log.warning("cannot read the fleet's scope secret from Redis (%s); using a per-process one", exc)
         return secrets.token_hex(32)
     return value.decode() if isinstance(value, bytes) else str(value)

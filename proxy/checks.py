@@ -7,10 +7,10 @@ import time
 from dataclasses import dataclass
 
 import aiohttp
-from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from cache.redis_store import REDIS_ERRORS
 from proxy.airflow.source import SqlVersionSource
 from proxy.app import make_redis
 from proxy.config import Settings, redact_url
@@ -73,7 +73,7 @@ async def check_redis(settings: Settings) -> CheckResult:
         where = "" if topology == "standalone" else f" {topology}"
         detail = f"PING ok in {_ms(start)} (Redis {version}{where})"
         return CheckResult("redis", redact_url(config.url), True, detail)
-    except (RedisError, OSError, TimeoutError) as exc:
+    except (*REDIS_ERRORS, TimeoutError) as exc:
         return CheckResult("redis", redact_url(config.url), False, _reason(exc))
     finally:
         await client.aclose()

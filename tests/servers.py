@@ -7,6 +7,7 @@ directory and removed afterwards.
 
 from __future__ import annotations
 
+import functools
 import os
 import pwd
 import shutil
@@ -14,7 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -216,9 +217,9 @@ def _stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 @contextmanager
-def redis_sentinel(sentinels: int = 2, service: str = "dagcache-master") -> Iterator[str]:
-    """A throwaway master watched by ``sentinels`` real Sentinels; yields
-    ``redis+sentinel://127.0.0.1:S1,127.0.0.1:S2/<service>/0``."""
+def redis_sentinel(sentinels: int = 2, service: str = "dagcache-master", replicas: int = 0) -> Iterator[str]:
+    """A throwaway master (with ``replicas`` replicas, so that a failover is possible) watched by ``sentinels``
+    real Sentinels; yields ``redis+sentinel://127.0.0.1:S1,127.0.0.1:S2/<service>/0``."""
     workdir = Path(tempfile.mkdtemp(prefix="dagcache-sentinel-"))
     server = _binary("redis-server")
     master = free_port()
@@ -226,6 +227,13 @@ def redis_sentinel(sentinels: int = 2, service: str = "dagcache-master") -> Iter
     try:
         procs.append(_spawn([server, *_volatile(master, workdir)]))
         _redis_ready(master)
+        for _ in range(replicas):
+            port = free_port()
+            (workdir / str(port)).mkdir()  # a full sync writes dump.rdb: one directory per server
+            replica_of = ["--replicaof", "127.0.0.1", str(master)]
+            procs.append(_spawn([server, *_volatile(port, workdir / str(port)), *replica_of]))
+            _redis_ready(port)
+            _until(functools.partial(_replica_synced, port), f"replica {port}")
         ports = [free_port() for _ in range(sentinels)]
         for port in ports:
             conf = workdir / f"sentinel-{port}.conf"  # Sentinel rewrites its own file: one each, writable
@@ -233,22 +241,42 @@ def redis_sentinel(sentinels: int = 2, service: str = "dagcache-master") -> Iter
                 f"port {port}\nbind 127.0.0.1\ndir {workdir}\n"
                 f"sentinel monitor {service} 127.0.0.1 {master} 1\n"
                 f"sentinel down-after-milliseconds {service} 5000\n"
+                f"sentinel failover-timeout {service} 10000\n"
             )
             procs.append(_spawn([server, str(conf), "--sentinel"]))
         for port in ports:
             _redis_ready(port)
-            deadline = time.monotonic() + 30
-            while True:  # the Sentinel knows the master once it answers get-master-addr-by-name
-                out = _cli(port, "SENTINEL", "get-master-addr-by-name", service).split()
-                if out == ["127.0.0.1", str(master)]:
-                    break
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"Sentinel on {port} does not know {service}: {out}")
-                time.sleep(0.05)
+            knows = functools.partial(_sentinel_knows, port, service, ("127.0.0.1", master), replicas)
+            _until(knows, f"Sentinel on {port} to know {service}")
         yield f"redis+sentinel://{','.join(f'127.0.0.1:{p}' for p in ports)}/{service}/0"
     finally:
         _stop_all(procs)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def sentinel_master(sentinel_port: int, service: str) -> tuple[str, int] | None:
+    """The master's address according to the Sentinel on ``sentinel_port``."""
+    out = _cli(sentinel_port, "SENTINEL", "get-master-addr-by-name", service).split()
+    return (out[0], int(out[1])) if len(out) == 2 and out[1].isdigit() else None
+
+
+def _replica_synced(port: int) -> bool:
+    return "master_link_status:up" in _cli(port, "INFO", "replication")
+
+
+def _sentinel_knows(port: int, service: str, master: tuple[str, int], replicas: int) -> bool:
+    """The Sentinel knows the master and (from the master's INFO) its replicas."""
+    if sentinel_master(port, service) != master:
+        return False
+    return _cli(port, "SENTINEL", "replicas", service).count("master-link-status") >= replicas
+
+
+def _until(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.05)
 
 
 @contextmanager

@@ -6,7 +6,8 @@ Every write is one Lua script, so it is atomic, and carries a check:
   the one it last saw (optimistic concurrency): a leader that lost its lease can never overwrite the map,
   and a bump made by another process in between is never lost (the leader reloads and re-applies);
 * a bump (any process, after a successful write through the proxy) raises the DAGs' state versions to
-  ``max(generation + 1, now)`` in place and publishes the delta.
+  ``max(generation + 1, now)`` in place and publishes the delta; ``dagcache purge`` raises their definition
+  versions the same way (every cached view of those DAGs gets a new key on every process at once).
 
 Redis errors are mapped to :class:`cache.CacheUnavailable`.
 """
@@ -17,10 +18,8 @@ import json
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
 
-from redis.exceptions import RedisError
-
 from cache import CacheUnavailable
-from cache.redis_store import RedisClient, cluster_ready
+from cache.redis_store import REDIS_ERRORS, RedisClient, cluster_ready, describe_redis_error
 from proxy.versions.codec import (
     DAG_PREFIX,
     Keys,
@@ -79,29 +78,31 @@ if not g then return 0 end
 local previous = tonumber(g)
 local tick = math.max(previous + 1, tonumber(ARGV[1]))
 local ts = string.format('%d', tick)
+local listing = string.sub(ARGV[2], -1) == '1'
 local set = {}
 local n = 0
 for i = 4, #ARGV do
   local v = redis.call('HGET', KEYS[1], 'd:' .. ARGV[i])
   if v then
     local definition = string.match(v, '^(%d+):')
+    if string.sub(ARGV[2], 1, 1) == 'd' then definition = ts end
     local value = definition .. ':' .. ts .. ':' .. ARGV[1]
     redis.call('HSET', KEYS[1], 'd:' .. ARGV[i], value)
     set[ARGV[i]] = value
     n = n + 1
   end
 end
-if n == 0 and ARGV[2] ~= '1' then return 0 end
+if n == 0 and not listing then return 0 end
 redis.call('HSET', KEYS[1], '_g', ts)
 local global = redis.call('HGET', KEYS[1], '_global')
-if ARGV[2] == '1' then
+if listing then
   global = ts
   redis.call('HSET', KEYS[1], '_global', ts)
 end
 local message = cjson.encode({
   t = 'delta', g = ts, pg = g, global = global, schema = redis.call('HGET', KEYS[1], '_schema'),
   polled_at = tonumber(redis.call('HGET', KEYS[1], '_polled_at')) / 1000,
-  set = set, del = {}, radd = {}, rdel = {}, gc = (ARGV[2] == '1'), sc = false
+  set = set, del = {}, radd = {}, rdel = {}, gc = listing, sc = false
 })
 redis.call('PUBLISH', ARGV[3], message)
 return 1
@@ -114,8 +115,8 @@ WRITE_OK, WRITE_NOT_LEADER, WRITE_CONFLICT = 1, -1, -2
 def map_redis_errors() -> Iterator[None]:
     try:
         yield
-    except (RedisError, OSError) as exc:
-        raise CacheUnavailable(f"Redis: {type(exc).__name__}: {exc}") from exc
+    except REDIS_ERRORS as exc:
+        raise CacheUnavailable(describe_redis_error(exc)) from exc
 
 
 def _text(value: bytes | str) -> str:
@@ -215,12 +216,15 @@ class RedisVersionStore:
         with map_redis_errors():
             await self._client.publish(self.keys.channel, encode_beat(version_map, db_error))
 
-    async def bump(self, dag_ids: Iterable[str], now: float, *, listing: bool = False) -> bool:
+    async def bump(
+        self, dag_ids: Iterable[str], now: float, *, listing: bool = False, definition: bool = False
+    ) -> bool:
+        """Raise the state (and with ``definition`` also the definition) versions of ``dag_ids``, and with
+        ``listing`` the global version; False if there is no map or nothing to raise."""
         ids = list(dag_ids)
+        flags = ("d" if definition else "") + ("1" if listing else "0")
         with map_redis_errors():
-            result = await self._bump(
-                keys=[self.keys.versions], args=[int(now * 1000), "1" if listing else "0", self.keys.channel, *ids]
-            )
+            result = await self._bump(keys=[self.keys.versions], args=[int(now * 1000), flags, self.keys.channel, *ids])
         return bool(result)
 
     async def purge(self) -> None:
@@ -247,7 +251,7 @@ class RedisVersionStore:
         finally:
             try:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
-            except (RedisError, OSError):
+            except REDIS_ERRORS:
                 pass
 
 
