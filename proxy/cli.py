@@ -44,6 +44,17 @@ def _parser() -> argparse.ArgumentParser:
     versions = with_config(sub.add_parser("versions", help="print the DAG version map"))
     versions.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    purge = with_config(sub.add_parser("purge", help="invalidate and delete cached views of every DAG, or of --dag"))
+    purge.add_argument("--dag", action="append", metavar="ID", help="only this DAG (repeatable)")
+
+    warm = with_config(sub.add_parser("warm", help="fill the definition views of every DAG through the proxy"))
+    warm.add_argument("--proxy", metavar="URL", help="the proxy to warm (default: this config's server address)")
+    who = warm.add_mutually_exclusive_group(required=True)
+    who.add_argument("--token", help="an Airflow JWT (or $DAGCACHE_WARM_TOKEN)")
+    who.add_argument("--username", help="log in as this user; the password comes from $DAGCACHE_WARM_PASSWORD")
+    warm.add_argument("--dag", action="append", metavar="ID", help="only this DAG (repeatable)")
+    warm.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
+
     demo = with_config(sub.add_parser("demo", help="bring up Airflow with example DAGs and dagcache in front"))
     _demo_arguments(demo)
 
@@ -95,6 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _versions(settings, as_json=args.json)
         if args.command == "demo":
             return _demo(settings, args)
+        if args.command == "purge":
+            return _purge(settings, args.dag)
+        if args.command == "warm":
+            return _warm(settings, args)
     except ConfigError as exc:
         print(f"dagcache: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -128,6 +143,81 @@ def _versions(settings: Settings, *, as_json: bool) -> int:
     render = render_json if as_json else as_table
     print(render(version_map, source=source, leader=leader, now=time.time()))
     return EXIT_OK
+
+
+def _purge(settings: Settings, dag_ids: list[str] | None) -> int:
+    from cache import CacheUnavailable
+    from proxy.app import make_redis
+    from proxy.maintenance import purge
+
+    if not settings.redis.url:
+        raise ConfigError(
+            "dagcache purge needs [redis] url: the embedded store lives inside each dagcache process "
+            "(restarting it empties it)"
+        )
+    logging.getLogger().setLevel(logging.WARNING)
+
+    async def run() -> int:
+        client = make_redis(settings.redis)
+        try:
+            result = await purge(client, settings.redis.key_prefix, dag_ids)
+        except CacheUnavailable as exc:
+            print(f"dagcache: purge failed: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        finally:
+            await client.aclose()
+        scope = f"{len(dag_ids)} DAG(s)" if dag_ids else "every DAG"
+        print(f"purged {scope}: {result.invalidated} DAG(s) keyed anew fleet-wide, {result.deleted} Redis keys deleted")
+        if result.unknown:
+            print(f"dagcache: not in the fleet's version map: {', '.join(result.unknown)}", file=sys.stderr)
+            return EXIT_FAILED
+        return EXIT_OK
+
+    return asyncio.run(run())
+
+
+def _warm(settings: Settings, args: argparse.Namespace) -> int:
+    import os
+
+    import aiohttp
+
+    from proxy.maintenance import (
+        MaintenanceError,
+        ProgressLine,
+        default_proxy_url,
+        list_dags,
+        login,
+        warm,
+        warm_targets,
+    )
+
+    proxy = (args.proxy or default_proxy_url(settings)).rstrip("/")
+    if args.concurrency < 1:
+        raise ConfigError("--concurrency must be at least 1")
+    token = args.token or os.environ.get("DAGCACHE_WARM_TOKEN", "")
+    password = os.environ.get("DAGCACHE_WARM_PASSWORD", "")
+    if args.username and not password:
+        raise ConfigError("--username needs the password in $DAGCACHE_WARM_PASSWORD")
+
+    async def run() -> int:
+        timeout = aiohttp.ClientTimeout(total=300, connect=10)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            try:
+                bearer = token or await login(session, proxy, args.username, password)
+                dags = args.dag or await list_dags(session, proxy, bearer)
+            except (MaintenanceError, aiohttp.ClientError, TimeoutError) as exc:
+                print(f"dagcache: warm failed: {exc}", file=sys.stderr)
+                return EXIT_FAILED
+            paths = warm_targets(dags)
+            report = await warm(
+                session, proxy, bearer, paths, concurrency=args.concurrency, progress=ProgressLine("warm")
+            )
+        print(f"warmed {len(dags)} DAG(s): {report.line()}")
+        for failure in report.failures[:10]:
+            print(f"  {failure}", file=sys.stderr)
+        return EXIT_FAILED if report.failures else EXIT_OK
+
+    return asyncio.run(run())
 
 
 def _demo_arguments(demo: argparse.ArgumentParser) -> None:
