@@ -17,9 +17,10 @@ from tests.servers import free_port
 
 
 class CacheStarter:
-    """``await start_cache(**sections)`` runs a dagcache app in this process in front of ``airflow3`` with real
-    Redis and the Airflow DB, waits for its versions and returns its base URL. ``upstream_url`` and
-    ``database_url`` reroute it (e.g. through a :class:`tests.relay.TcpRelay`); ``apps`` lists what started."""
+    """``await start_cache(prefix=..., **sections)`` runs a dagcache app in this process in front of
+    ``airflow3`` with real Redis and the Airflow DB, waits for its versions and returns its base URL.
+    ``upstream_url`` and ``database_url`` reroute it (e.g. through a :class:`tests.relay.TcpRelay`); ``apps``
+    lists what started; instances with the same ``prefix`` form one fleet."""
 
     def __init__(self, airflow: AirflowInstance, redis_url: str, prefix: str) -> None:
         self.airflow = airflow
@@ -29,10 +30,15 @@ class CacheStarter:
         self.runners: list[web.AppRunner] = []
 
     async def __call__(
-        self, *, upstream_url: str | None = None, database_url: str | None = None, **sections: dict[str, Any]
+        self,
+        *,
+        prefix: str | None = None,
+        upstream_url: str | None = None,
+        database_url: str | None = None,
+        **sections: dict[str, Any],
     ) -> str:
         port = free_port()
-        redis = {"url": self.redis_url, "key_prefix": sections.pop("prefix", self.prefix), **sections.pop("redis", {})}
+        redis = {"url": self.redis_url, "key_prefix": prefix or self.prefix, **sections.pop("redis", {})}
         settings = make_settings(
             server={"host": "127.0.0.1", "port": port},
             upstream={"url": upstream_url or self.airflow.base_url},
