@@ -441,8 +441,10 @@ async def stale_worker_scenario(
     committed_a = time.time()
     reloaded: set[float] = set()
     async with asyncio.timeout(30):
-        while len(reloaded) < 2:  # two workers loaded A just now: they will hold it for 10 s
-            bodies = await asyncio.gather(*(fresh_get(details, headers["basic"]) for _ in range(8)))
+        # Two at a time until two workers loaded A just now: they hold it for 10 s; the others (ideally) have
+        # not, and load B on their first request after it.
+        while len(reloaded) < 2:
+            bodies = await asyncio.gather(*(fresh_get(details, headers["basic"]) for _ in range(2)))
             loaded = {datetime.fromisoformat(json.loads(body)["last_parsed"]).timestamp() for _, body in bodies}
             reloaded |= {at for at in loaded if at >= committed_a}
     await asyncio.sleep(1.0)
@@ -481,14 +483,18 @@ async def test_stale_workers_flap_directly_and_never_through_dagcache(fleet: str
             ]
             ready = ready + 1 if all(o in ("HIT", "MISS") for o in outcomes) else 0
     try:
-        direct, _ = await stale_worker_scenario(airflow2, airflow2.base_url, headers, (1, 2), 15.0)
+        for attempt in range(3):  # the flapping depends on which workers the requests land on
+            variants = (2 * attempt + 1, 2 * attempt + 2)
+            direct, _ = await stale_worker_scenario(airflow2, airflow2.base_url, headers, variants, 15.0)
+            if direct.regressions:
+                break
         bound = CONVERGENCE + FLEET_POLL + 1.0
-        cached, _ = await stale_worker_scenario(airflow2, fleet, headers, (3, 4), bound + 2.0)
+        cached, _ = await stale_worker_scenario(airflow2, fleet, headers, (7, 8), bound + 2.0)
     finally:
         airflow2.touch_dag(FLAP_DAG, 0)
         await asyncio.to_thread(airflow2.sync_dags, FLAP_DAG)
     newest = max(cached.first_new.values(), default=-1.0)
-    print(f"direct: {len(direct.regressions)} regressions; dagcache: {len(cached.regressions)}, B after {newest:.1f} s")
+    print(f"direct: {len(direct.regressions)} regressions (run {attempt + 1}); dagcache: {len(cached.regressions)}, B after {newest:.1f} s")
     assert direct.regressions, "the webserver did not flap: the scenario proves nothing"
     assert cached.regressions == []
     assert set(cached.outcomes) <= {"HIT", "MISS"}
