@@ -16,13 +16,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import struct
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Metric, generate_latest
 
 from cache import CacheUnavailable
 from cache.redis_store import RedisClient
@@ -32,6 +34,8 @@ from proxy.metrics import Telemetry
 from proxy.statsd import StatsdPusher, run_pusher
 from proxy.status import Samples, Status, pass_through_reason, readiness, render_html, summarize
 from proxy.versions.redis_store import RedisVersionStore
+
+log = logging.getLogger("proxy.admin")
 
 Liveness = Callable[[], tuple[bool, dict[str, object]]]
 
@@ -124,6 +128,30 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok" if ok else "unhealthy", **detail}, status=200 if ok else 503)
 
 
+class _Collected:
+    """Already collected families, in the shape ``generate_latest`` reads."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> list[Metric]:
+        return self._families
+
+
+async def collect_families(registry: CollectorRegistry, attempts: int = 3) -> list[Metric]:
+    """The registry's families. With ``--workers N`` a worker that is starting creates its value file while
+    this reads it (prometheus-client's files are not written atomically): that read fails; read again."""
+    for attempt in range(attempts):
+        try:
+            return list(registry.collect())
+        except (struct.error, RuntimeError, ValueError, OSError) as exc:
+            if attempt == attempts - 1:
+                raise
+            log.debug("reading the metrics failed (%s); retrying", exc)
+            await asyncio.sleep(0.05)
+    raise AssertionError("unreachable")
+
+
 def _pass_through(settings: Settings) -> str | None:
     return pass_through_reason(database_url=settings.database.url, cache_mode=settings.cache.mode)
 
@@ -135,7 +163,7 @@ async def readyz(request: web.Request) -> web.Response:
         probe.ok,
         probe.detail,
         pass_through=_pass_through(settings),
-        samples=Samples.of(request.app[REGISTRY].collect()),
+        samples=Samples.of(await collect_families(request.app[REGISTRY])),
         now=time.time(),
         max_age=settings.versions.max_version_age,
     )
@@ -143,7 +171,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[REGISTRY])
+    body = generate_latest(_Collected(await collect_families(request.app[REGISTRY])))
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -153,7 +181,7 @@ async def _status(request: web.Request) -> Status:
     mode = _pass_through(settings) or ("cache (Redis)" if settings.redis.url else "cache (embedded in-process store)")
     _, process = request.app[LIVENESS]()
     return summarize(
-        Samples.of(request.app[REGISTRY].collect()),
+        Samples.of(await collect_families(request.app[REGISTRY])),
         now=time.time(),
         mode=mode,
         leader=leader,

@@ -234,14 +234,19 @@ async def test_two_workers_are_aggregated_and_a_dead_one_is_dropped(two_workers:
     admin_url = f"http://127.0.0.1:{two_workers.admin}"
     # A new connection per request: the kernel (SO_REUSEPORT) spreads them over both workers.
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as client:
+
+        async def both_reporting() -> bool:  # each worker binds its socket before it reports
+            return len((await scrape(client, admin_url)).by_name.get("dagcache_process_up", [])) == 2
+
+        await until(both_reporting, timeout=30)
         for i in range(requests):
             async with client.get(f"http://127.0.0.1:{two_workers.port}/api/v2/dags/dag_{i}") as resp:
                 assert resp.status == 200
 
-        async def both_reporting() -> bool:
-            return len((await scrape(client, admin_url)).by_name.get("dagcache_process_up", [])) == 2
+        async def all_counted() -> bool:
+            return (await scrape(client, admin_url)).total("dagcache_requests_total") == requests
 
-        await until(both_reporting)
+        await until(all_counted)
         samples = await scrape(client, admin_url)
         served_by = _workers_in_access_log(two_workers.log)
         assert len(served_by) == 2, served_by  # both workers served some of the requests ...

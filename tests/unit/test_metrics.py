@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+import struct
+from pathlib import Path
 
 import pytest
 
 from cache import CachedResponse, MemoryCacheStore, size
+from proxy.admin import collect_families
 from proxy.airflow.routes3 import TABLE
-from proxy.metrics import OTHER, PASSTHROUGH, Telemetry, TimedStore, outcome_of, route_label
+from proxy.metrics import OTHER, PASSTHROUGH, Telemetry, TimedStore, multiprocess_registry, outcome_of, route_label
 from proxy.status import Samples, quantile, readiness, render_html, summarize, versions_readiness
 
 
@@ -182,3 +186,24 @@ class TestSummary:
         assert 'id="hit-ratio">80.0%<' in page
         assert '<tr class="route" data-route="api.dag">' in page
         assert "src=" not in page and "<link" not in page  # no external asset
+
+
+class TestMultiprocessRead:
+    async def test_a_value_file_being_created_is_read_again(self, tmp_path: Path) -> None:
+        """A worker that starts creates its file empty, then sizes it: a read in between must not fail."""
+        creating = tmp_path / "counter_4242.db"
+        creating.touch()
+        registry = multiprocess_registry(str(tmp_path))
+
+        async def finish_creating() -> None:
+            await asyncio.sleep(0.02)
+            creating.unlink()
+
+        task = asyncio.ensure_future(finish_creating())
+        assert await collect_families(registry) == []
+        await task
+
+    async def test_a_file_that_stays_broken_is_an_error(self, tmp_path: Path) -> None:
+        (tmp_path / "counter_4242.db").touch()
+        with pytest.raises(struct.error):
+            await collect_families(multiprocess_registry(str(tmp_path)), attempts=2)
