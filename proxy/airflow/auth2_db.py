@@ -122,30 +122,58 @@ def user_of(data: bytes | None) -> str | None:
     return None if found is None else found.group(1).decode("utf-8", "replace").strip('"')
 
 
+_Parsed = tuple[bytes, str | None, str]  # data, its user, the session key
+
+
+class FactsReader:
+    """Reads the facts; remembers each session's parse (user id, key digest) while its data stays the same, so a
+    poll costs one regex and one SHA-256 per *changed* logged-in session, not per session."""
+
+    def __init__(self) -> None:
+        self._parsed: dict[str, _Parsed] = {}
+
+    def facts(
+        self,
+        sessions: Sequence[Sequence[Any]],
+        users: Sequence[Sequence[Any]],
+        user_roles: Sequence[Sequence[Any]],
+        permissions: Sequence[Sequence[Any]],
+    ) -> dict[str, float]:
+        """The encoded facts (see :func:`proxy.airflow.auth2.encode_facts`) of one poll's rows."""
+        digest = hashlib.blake2b(digest_size=16)
+        for rows in (users, user_roles, permissions):
+            digest.update(repr([tuple(row) for row in rows]).encode())
+            digest.update(b"\x00")
+        logged_in: dict[str, str] = {}
+        parsed: dict[str, _Parsed] = {}
+        for session_id, raw in sessions:
+            if not session_id:
+                continue
+            sid, data = str(session_id), bytes(raw or b"")
+            known = self._parsed.get(sid)
+            if known is None or known[0] != data:
+                known = (data, user_of(data), session_key(sid))
+            parsed[sid] = known
+            if known[1] is not None:
+                logged_in[known[2]] = known[1]
+        self._parsed = parsed
+        return encode_facts(digest.hexdigest(), logged_in)
+
+    async def read(self, conn: AsyncConnection, found: AuthStatements) -> dict[str, float]:
+        """Read the facts in the caller's transaction (four statements)."""
+        now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+        sessions = (await conn.execute(found.sessions, {"now": now})).all()
+        users = (await conn.execute(found.users)).all()
+        roles = (await conn.execute(found.user_roles)).all()
+        permissions = (await conn.execute(found.permissions)).all()
+        return self.facts(sessions, users, roles, permissions)
+
+
 def facts_from_rows(
     sessions: Sequence[Sequence[Any]],
     users: Sequence[Sequence[Any]],
     user_roles: Sequence[Sequence[Any]],
     permissions: Sequence[Sequence[Any]],
 ) -> dict[str, float]:
-    """The encoded facts (see :func:`proxy.airflow.auth2.encode_facts`) of one poll's rows."""
-    digest = hashlib.blake2b(digest_size=16)
-    for rows in (users, user_roles, permissions):
-        digest.update(repr([tuple(row) for row in rows]).encode())
-        digest.update(b"\x00")
-    logged_in: dict[str, str] = {}
-    for session_id, data in sessions:
-        user = user_of(data)
-        if session_id and user is not None:
-            logged_in[session_key(str(session_id))] = user
-    return encode_facts(digest.hexdigest(), logged_in)
-
-
-async def read_facts(conn: AsyncConnection, found: AuthStatements) -> dict[str, float]:
-    """Read the facts in the caller's transaction (four statements)."""
-    now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
-    sessions = (await conn.execute(found.sessions, {"now": now})).all()
-    users = (await conn.execute(found.users)).all()
-    roles = (await conn.execute(found.user_roles)).all()
-    permissions = (await conn.execute(found.permissions)).all()
-    return facts_from_rows(sessions, users, roles, permissions)
+    """The facts of one set of rows, without memory of earlier polls."""
+    return FactsReader().facts(sessions, users, user_roles, permissions)

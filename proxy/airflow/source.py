@@ -267,6 +267,7 @@ class SqlVersionSource:
         self._notes_total: tuple[object, ...] | None = None
         self._notes_by_dag: Mapping[str, list[object]] = {}
         self._definitions, self._listings = _DigestMemo(), _DigestMemo()
+        self._auth_facts = auth2_db.FactsReader()  # Airflow 2 sessions and users
 
     def __repr__(self) -> str:
         found = self._detected
@@ -371,7 +372,7 @@ class SqlVersionSource:
         if s.revoked is not None:
             reads.revoked = {str(jti): float(exp) for jti, exp in (await conn.execute(s.revoked)).all()}
         if detected.auth is not None:  # Airflow 2: logged-in sessions and the users' fingerprint, same channel
-            reads.revoked = await auth2_db.read_facts(conn, detected.auth)
+            reads.revoked = await self._auth_facts.read(conn, detected.auth)
         return detected, reads
 
     async def _read_window(self, conn: AsyncConnection, statement: Select[Any]) -> _RunWindow:
