@@ -94,15 +94,19 @@ def _admin_bind_error(settings: Settings, exc: OSError) -> str:
     return f"admin listener on {admin.host}:{admin.port}: {exc.strerror or exc} (set [admin] port or enabled)"
 
 
-def worker_main(settings: Settings, worker: int) -> None:
-    """Entry point of a worker process (spawned: it shares no state with the supervisor)."""
+def worker_main(settings: Settings, worker: int, supervisor: int | None = None) -> None:
+    """Entry point of a worker process (spawned: it shares no state with the supervisor, whose pid is
+    ``supervisor``: a worker that starts after the supervisor died must not take init for its parent)."""
     logs.configure(settings.log, worker=worker)
+    parent = supervisor if supervisor is not None else os.getppid()
+    if os.getppid() != parent:
+        log.error("the supervisor (pid %d) is gone; this worker stops", parent)
+        raise SystemExit(1)
     try:
         sock = bind_socket(settings.server.host, settings.server.port, reuse_port=True)
     except OSError as exc:
         log.error("%s", exc.strerror)
         raise SystemExit(EXIT_BIND_FAILED) from None
-    parent = os.getppid()
     run_async(settings, serve_proxy(settings, sock=sock, until=lambda: _signal_or_orphaned(parent)))
 
 
@@ -147,7 +151,10 @@ class _Supervisor:
 
     def _start(self, index: int) -> None:
         process = self._context.Process(
-            target=worker_main, args=(self._settings, index), name=f"dagcache-worker-{index}", daemon=False
+            target=worker_main,
+            args=(self._settings, index, os.getpid()),
+            name=f"dagcache-worker-{index}",
+            daemon=False,
         )
         process.start()
         self._workers[index] = (process, time.monotonic())

@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -349,3 +350,16 @@ async def test_shadow_mode_counts_what_the_cache_would_have_answered(
     assert table(samples, "dagcache_requests_total", "route", "outcome", "status") == {("api.dag", "SHADOW", "200"): 3}
     assert table(samples, "dagcache_shadow_total", "would") == {("MISS",): 1, ("HIT",): 2}
     assert status["shadow"] == {"HIT": 2, "MISS": 1, "would_be_hit_ratio": pytest.approx(2 / 3, abs=1e-4)}
+
+
+def test_a_worker_whose_supervisor_is_already_gone_stops_at_once(tmp_path: Path) -> None:
+    """A worker spawned just before its supervisor was killed must not serve on as init's child (it would keep
+    its port and its metrics files forever)."""
+    config, _, _ = _config(tmp_path, "http://127.0.0.1:1")
+    code = (
+        "from proxy.config import load_config; from proxy.supervisor import worker_main; "
+        f"worker_main(load_config({str(config)!r}), 0, supervisor=2**22 + 1)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "the supervisor (pid 4194305) is gone; this worker stops" in proc.stderr
