@@ -102,6 +102,8 @@ def worker_main(settings: Settings, worker: int, supervisor: int | None = None) 
     if os.getppid() != parent:
         log.error("the supervisor (pid %d) is gone; this worker stops", parent)
         raise SystemExit(1)
+    if metrics_dir := os.environ.get(MULTIPROC_ENV):
+        os.makedirs(metrics_dir, exist_ok=True)  # a /tmp cleaner may have removed it while the fleet ran
     try:
         sock = bind_socket(settings.server.host, settings.server.port, reuse_port=True)
     except OSError as exc:
