@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from proxy.bench import BenchError, mix
 from proxy.bench.progress import Progress
-from proxy.bench.report import markdown, ratios, rows, to_json
+from proxy.bench.report import Phase, markdown, ratios, rows, to_json
 
 if TYPE_CHECKING:
     from proxy.bench.runner import Options
@@ -138,13 +138,29 @@ def _run(args: argparse.Namespace) -> int:
 
     total = len(opts.users) * opts.rounds * (3 if opts.nginx else 2)
     progress = Progress(total)
-    phases, meta = asyncio.run(run_bench(opts, progress))
+    phases: list[Phase] = []
+    meta: dict[str, object] = {}
+    try:
+        asyncio.run(run_bench(opts, progress, phases, meta))
+    except (KeyboardInterrupt, BenchError) as exc:
+        if phases:  # keep what was measured
+            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+            meta.setdefault("notes", [])
+            if isinstance(meta["notes"], list):
+                meta["notes"].append(f"incomplete run ({reason}): only the slots measured before are shown")
+            _write(opts, phases, meta, quiet=True)
+        raise
+    _write(opts, phases, meta)
+    return EXIT_OK
+
+
+def _write(opts: Options, phases: list[Phase], meta: dict[str, object], *, quiet: bool = False) -> None:
     table = rows(phases)
     text = markdown(table, ratios(phases), audit=opts.audit)
     header = (
-        f"dagcache bench, {meta['date']}: Airflow {meta.get('airflow')}, dagcache {meta['dagcache']}"
+        f"dagcache bench, {meta.get('date')}: Airflow {meta.get('airflow')}, dagcache {meta.get('dagcache')}"
         + (f", nginx {meta['nginx']}" if "nginx" in meta else "")
-        + f"; {meta['machine']}; users {','.join(map(str, opts.users))}, {opts.duration:g} s per target and"
+        + f"; {meta.get('machine')}; users {','.join(map(str, opts.users))}, {opts.duration:g} s per target and"
         f" user count in {opts.rounds} interleaved rounds\n\n"
     )
     raw_notes = meta.get("notes")
@@ -156,7 +172,7 @@ def _run(args: argparse.Namespace) -> int:
         from proxy.bench.plots import plot
 
         written = plot(table, opts.out, f"Airflow {meta.get('airflow')}")
-    sys.stdout.write(header + text + notes)
     files = ["results.md", "results.json", *(p.name for p in written)]
-    print(f"\nwritten to {opts.out}/: {', '.join(files)}", file=sys.stderr)
-    return EXIT_OK
+    if not quiet:
+        sys.stdout.write(header + text + notes)
+    print(f"written to {opts.out}/: {', '.join(files)}", file=sys.stderr)

@@ -118,11 +118,12 @@ async def _get_json(session: aiohttp.ClientSession, url: str, token: str) -> obj
         raise BenchError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from None
 
 
-async def run(opts: Options, progress: Progress) -> tuple[list[Phase], dict[str, object]]:
-    """Run the whole benchmark; returns every phase and the run's metadata."""
+async def run(opts: Options, progress: Progress, phases: list[Phase], meta: dict[str, object]) -> None:
+    """Run the whole benchmark, appending each measured slot to ``phases`` and filling ``meta`` (so an
+    interrupted run still has what it measured)."""
     server_core = pin(opts, progress) if opts.pin else None
     upstream, proxy_url = opts.upstream.rstrip("/"), opts.proxy.rstrip("/")
-    meta: dict[str, object] = {
+    meta |= {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "dagcache": __version__,
         "aiohttp": aiohttp.__version__,
@@ -189,7 +190,6 @@ async def run(opts: Options, progress: Progress) -> tuple[list[Phase], dict[str,
         )
         for t in targets
     }
-    phases: list[Phase] = []
     try:
         if opts.audit:
             dag = opts.audit_dag or next((d for d in reversed(dag_ids) if d not in mix.HEAVY_DAGS), None)
@@ -237,7 +237,6 @@ async def run(opts: Options, progress: Progress) -> tuple[list[Phase], dict[str,
                 progress.note(f"warning: --audit restore: {problem}")
         if counter is not None:
             await counter.close()
-    return phases, meta
 
 
 async def _settle(session: aiohttp.ClientSession, upstream: str, token: str, pause: float) -> None:
