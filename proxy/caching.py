@@ -263,10 +263,12 @@ class CacheLayer:
         self.counters.bypass += 1
         if reason is not None and log.isEnabledFor(logging.DEBUG):
             log.debug("bypass %s %s: %s", request.method, request.path[:200], reason)
-        response = await self._upstream.relay(request, (("X-Cache", "BYPASS"),))
-        if request.method == "POST":  # Airflow 2: a logout/login drops that session cookie's scope at once
+        if request.method == "POST":
+            # Airflow 2: a logout/login drops that session cookie's scope at once — before relaying, because the
+            # client may send its next request as soon as it has the answer.
             path = request.path.removeprefix(self._base_path) or "/"
             self._auth2.observe(request.method, path, request.headers.items(), time.time())
+        response = await self._upstream.relay(request, (("X-Cache", "BYPASS"),))
         await self._after_write(request, response.status)
         return response
 

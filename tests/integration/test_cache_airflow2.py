@@ -155,6 +155,27 @@ async def test_api_views_hit_with_the_direct_body(
     await check_hit_and_parity(base, airflow2.base_url, path, headers, cookie=credential == "cookie")
 
 
+MAPPED_VIEWS = [
+    "/api/v1/dags/big_dag/dagRuns/{run}/taskInstances/process_partition/listMapped",
+    "/api/v1/dags/big_dag/dagRuns/{run}/taskInstances/process_partition/2",
+]
+
+
+@pytest.fixture(scope="module")
+def big_run(airflow2: AirflowInstance) -> str:
+    """A finished run of big_dag (its mapped task process_partition has 4 instances)."""
+    return airflow2.create_runs("big_dag", ["success"])[0]
+
+
+@pytest.mark.parametrize("template", MAPPED_VIEWS)
+async def test_mapped_task_instances_hit_with_the_direct_body(
+    start_cache2: CacheStarter, airflow2: AirflowInstance, big_run: str, template: str
+):
+    base = await start_cache2()
+    path = template.format(run=quote(big_run, safe=""))
+    await check_hit_and_parity(base, airflow2.base_url, path, basic("admin", "admin"), cookie=False)
+
+
 @pytest.mark.parametrize("accept", ["application/json", "text/plain"])
 async def test_dag_source_is_keyed_by_accept(start_cache2: CacheStarter, airflow2: AirflowInstance, accept: str):
     base = await start_cache2()

@@ -84,3 +84,17 @@ def test_a_change_reverted_inside_the_window_still_moves_once_at_its_end():
     assert exposed(s2) == exposed(s0)
     s3 = step(s2, snap(a=("d1", "s1")), T0 + 1 + W)
     assert exposed(s3).state > exposed(s0).state  # some worker may have served d2 meanwhile: a new key
+
+
+async def _never() -> Snapshot:
+    raise AssertionError("not polled")
+
+
+def test_the_window_defaults_to_airflow_2s_fetch_interval_plus_a_margin():
+    from proxy.config import VersionsConfig
+    from proxy.versions.service import VersionService
+
+    default = VersionService(VersionsConfig(), _never, None)
+    assert (default.convergence(2), default.convergence(3)) == (12.0, 0.0)
+    forced = VersionService(VersionsConfig(upstream_convergence=30), _never, None)
+    assert (forced.convergence(2), forced.convergence(3)) == (30.0, 30.0)
