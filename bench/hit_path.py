@@ -63,6 +63,7 @@ class Result:
     statements: int
     statements_per_request: float
     hit_ratio: float | None = None
+    offered_rps: float | None = None  # open loop: the scheduled rate (rps is what was achieved)
 
 
 # ----- load generation ----------------------------------------------------------------------------------
@@ -122,11 +123,11 @@ async def _open_loop(url: str, headers: dict[str, str], rate: float, duration: f
     target = parts.path + (f"?{parts.query}" if parts.query else "")
     lines = [f"GET {target} HTTP/1.1", f"Host: {host}:{port}", *(f"{k}: {v}" for k, v in headers.items())]
     request = ("\r\n".join(lines) + "\r\n\r\n").encode()
-    loop = asyncio.get_running_loop()
     total = int(rate * duration)
     latencies: list[float] = []
     errors = 0
-    start = loop.time() + 0.5
+    clock = time.perf_counter  # uvloop's loop.time() only has millisecond resolution
+    start = clock() + 0.5
 
     async def connection(first: int) -> None:
         nonlocal errors
@@ -134,19 +135,19 @@ async def _open_loop(url: str, headers: dict[str, str], rate: float, duration: f
         try:
             for i in range(first, total, _OPEN_CONNECTIONS):
                 scheduled = start + i / rate
-                if (delay := scheduled - loop.time()) > 0:
+                if (delay := scheduled - clock()) > 0:
                     await asyncio.sleep(delay)
                 writer.write(request)
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = _CONTENT_LENGTH.search(head)
                 await reader.readexactly(int(length.group(1)) if length else 0)
-                latencies.append(loop.time() - scheduled)
+                latencies.append(clock() - scheduled)
                 errors += head[9:12] != b"200"
         finally:
             writer.close()
 
     await asyncio.gather(*(connection(k) for k in range(min(_OPEN_CONNECTIONS, total))))
-    return Raw(latencies, errors, 0, loop.time() - start)
+    return Raw(latencies, errors, 0, clock() - start)
 
 
 _OPEN_CONNECTIONS = 32
@@ -278,7 +279,13 @@ def half_load(view: str, url: str, headers: dict[str, str], rate: float, args: a
     latencies = sorted(raw.latencies)
     n = len(latencies)
     p50, p99 = percentile(latencies, 50) * 1e3, percentile(latencies, 99) * 1e3
-    return Result("dagcache @ half peak", view, n, raw.errors, raw.seconds, n / raw.seconds, p50, p99, 0, 0.0)
+    achieved = n / raw.seconds
+    if achieved < 0.95 * rate:
+        print(
+            f"  warning: the generator reached {achieved:,.0f} of {rate:,.0f} req/s: latencies include its lag",
+            file=sys.stderr,
+        )
+    return Result("dagcache @ half peak", view, n, raw.errors, raw.seconds, achieved, p50, p99, 0, 0.0, None, rate)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -291,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--half-load-cap",
         type=float,
-        default=2000.0,
+        default=10_000.0,
         help="upper bound of the open-loop rate in requests/s (the Python generator's reach)",
     )
     parser.add_argument("--python-loadgen", action="store_true", help="use the Python generator even if wrk exists")
@@ -354,7 +361,8 @@ def _print(results: list[Result]) -> None:
         half = next(r for r in results if r.view == view and r.target.endswith("half peak"))
         print(
             f"{view}: hits {hit.rps / direct.rps:,.0f}x direct requests/s (target >= 100x); "
-            f"p99 at {half.rps:,.0f} req/s (half peak) {half.p99_ms:.2f} ms (target < 5 ms); "
+            f"p99 at {half.rps:,.0f} req/s (offered {half.offered_rps or 0:,.0f}, half peak) {half.p99_ms:.2f} ms "
+            "(target < 5 ms); "
             f"{hit.statements_per_request:.4f} DB statements/request vs {direct.statements_per_request:.1f} direct "
             "(target < 0.01)"
         )

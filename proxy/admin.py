@@ -5,9 +5,12 @@
   dependency is slow gets pods restarted under exactly the load they exist to absorb (apache/airflow#54850).
 * ``/readyz`` (readiness) answers 200 when the upstream answers HTTP at all (any status below 500 on
   ``upstream.readiness_path``; cached for ``admin.readiness_cache`` seconds so probes from many kubelets
-  cost the upstream at most one request per interval) *and* the versions held are fresh (polled at most
-  ``versions.max_version_age`` ago, in every worker) — unless the deployment is pass-through only (no
-  ``[database] url`` or ``cache.mode = "off"``), which the JSON body declares.
+  cost the upstream at most one request per interval). The body says whether views are served from the cache
+  (``"mode": "cache"``: versions polled at most ``versions.max_version_age`` ago, in every worker) or pass
+  through (no ``[database] url``, ``cache.mode = "off"``, or versions stale: DB or Redis trouble). Stale
+  versions make the probe fail only with ``[admin] ready_requires_versions = true``: every replica shares the
+  DB and Redis, so by default their outage must not empty the Service while each replica can still pass
+  requests through.
 * ``/metrics``: Prometheus text (with ``--workers N``, aggregated over every worker); the same numbers go to
   StatsD when ``[metrics] statsd`` is set (:mod:`proxy.statsd`).
 * ``/`` and ``/status.json``: the status page (:mod:`proxy.status`) and the same numbers for scripts.
@@ -166,6 +169,7 @@ async def readyz(request: web.Request) -> web.Response:
         samples=Samples.of(await collect_families(request.app[REGISTRY])),
         now=time.time(),
         max_age=settings.versions.max_version_age,
+        require_versions=settings.admin.ready_requires_versions,
     )
     return web.json_response(body, status=200 if ok else 503)
 

@@ -128,14 +128,15 @@ class UpstreamConfig(_Section):
 
 
 class AdminConfig(_Section):
-    """The admin listener: health probes (and, later, metrics and the status page)."""
+    """The admin listener: health probes, metrics and the status page."""
 
     enabled: bool = True
     host: str = "0.0.0.0"
     port: int = Field(9090, ge=1, le=65535)
     readiness_cache: float = Field(2.0, ge=0, le=300)
-
     token: str = ""
+    ready_requires_versions: bool = False
+
 
 class RedisConfig(_Section):
     """The shared store. Empty ``url``: the embedded in-process store (one process, nothing shared)."""
@@ -208,9 +209,9 @@ class CacheConfig(_Section):
     l1_max_bytes: int = Field(256 * 1024 * 1024, ge=0)
     fill_wait: float = Field(30.0, gt=0, le=3600)
     compression_level: int = Field(6, ge=1, le=9)
-
     stale_if_error: bool = False
     serve_stale: bool = False
+
     @model_validator(mode="after")
     def _check_role_scope(self) -> CacheConfig:
         if self.scope == "role" and not self.jwt_secret:

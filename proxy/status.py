@@ -104,19 +104,29 @@ def versions_readiness(polled_at: float | None, now: float, max_age: float) -> t
 
 
 def readiness(
-    upstream_ok: bool, upstream_detail: str, *, pass_through: str | None, samples: Samples, now: float, max_age: float
+    upstream_ok: bool,
+    upstream_detail: str,
+    *,
+    pass_through: str | None,
+    samples: Samples,
+    now: float,
+    max_age: float,
+    require_versions: bool = False,
 ) -> tuple[bool, dict[str, object]]:
-    """``(ready, JSON body)``: the upstream answers, and versions are fresh unless pass-through is declared."""
+    """``(ready, JSON body)``: ready when the upstream answers. Without fresh versions the proxy still serves,
+    every view passing through, and the body declares ``"mode": "pass-through"``; only ``require_versions``
+    (``[admin] ready_requires_versions``) makes that not ready. Every replica shares the DB and Redis, so by
+    default a DB or Redis outage must not take the whole fleet out of its Service (nothing would answer)."""
     if pass_through is not None:
         versions_ok, versions_detail = True, f"not needed ({pass_through})"
     else:
         versions_ok, versions_detail = versions_readiness(
             samples.value("dagcache_version_polled_at_seconds"), now, max_age
         )
-    ok = upstream_ok and versions_ok
+    ok = upstream_ok and (versions_ok or not require_versions)
     return ok, {
         "status": "ready" if ok else "not ready",
-        "mode": "pass-through" if pass_through is not None else "cache",
+        "mode": "pass-through" if pass_through is not None or not versions_ok else "cache",
         "upstream": upstream_detail,
         "versions": versions_detail,
     }

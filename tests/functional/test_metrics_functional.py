@@ -150,17 +150,21 @@ async def test_readyz_flips_when_the_upstream_stops(stacks: list[Stack], tmp_pat
             assert resp.status == 200  # liveness never depends on the upstream
 
 
+@pytest.mark.parametrize("required", [False, True])
 async def test_readyz_flips_when_redis_stops_and_recovers(
-    stacks: list[Stack], upstream: UpstreamServer, tmp_path: Path
+    stacks: list[Stack], upstream: UpstreamServer, tmp_path: Path, required: bool
 ) -> None:
+    """By default stale versions are declared (pass-through mode) and the replica stays ready: it still
+    serves. With ``ready_requires_versions`` the probe fails until Redis is back."""
     db = airflow_db(tmp_path, "dag_a")
     with RedisProcess() as redis:
-        stack = await _start(stacks, **_cached(upstream.url, redis.url, db, "obs", max_version_age=1.5))
+        sections = _cached(upstream.url, redis.url, db, "obs", max_version_age=1.5)
+        stack = await _start(stacks, **sections, admin={"ready_requires_versions": required})
         async with aiohttp.ClientSession() as client:
 
             async def ready() -> bool:
                 async with client.get(stack.admin + "/readyz") as resp:
-                    return resp.status == 200
+                    return resp.status == 200 and (await resp.json())["mode"] == "cache"
 
             await until(ready)
             redis.stop()  # no leader can publish: the versions held age past max_version_age
@@ -168,9 +172,15 @@ async def test_readyz_flips_when_redis_stops_and_recovers(
             async def stale() -> bool:
                 async with client.get(stack.admin + "/readyz") as resp:
                     body = await resp.json()
-                    return resp.status == 503 and body["versions"].startswith("versions stale")
+                    return (
+                        resp.status == (503 if required else 200)
+                        and body["mode"] == "pass-through"
+                        and body["versions"].startswith("versions stale")
+                    )
 
             await until(stale)
+            status, outcome, _, _ = await _get(client, stack.base + DAG)
+            assert (status, outcome) == (200, "BYPASS")  # still serving, by passing through
             redis.start()
             await until(ready, timeout=30)
 

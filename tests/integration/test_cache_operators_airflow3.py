@@ -24,20 +24,23 @@ pytestmark = [pytest.mark.integration, pytest.mark.airflow]
 DETAILS = "/api/v2/dags/small_001/details"
 
 
+async def _relay_to(url: str, default_port: int) -> TcpRelay:
+    parts = urlsplit(url)
+    relay = TcpRelay(parts.hostname or "127.0.0.1", parts.port or default_port)
+    await relay.start()
+    return relay
+
+
 @pytest.fixture
 async def airflow_relay(airflow3: AirflowInstance) -> AsyncIterator[TcpRelay]:
-    url = urlsplit(airflow3.base_url)
-    relay = TcpRelay(url.hostname or "127.0.0.1", url.port or 80)
-    await relay.start()
+    relay = await _relay_to(airflow3.base_url, 80)
     yield relay
     await relay.aclose()
 
 
 @pytest.fixture
 async def db_relay(airflow3: AirflowInstance) -> AsyncIterator[TcpRelay]:
-    url = urlsplit(airflow3.db_url)
-    relay = TcpRelay(url.hostname or "127.0.0.1", url.port or 5432)
-    await relay.start()
+    relay = await _relay_to(airflow3.db_url, 5432)
     yield relay
     await relay.aclose()
 

@@ -74,7 +74,7 @@ async def test_metrics_count_a_real_request_mix(start_cache: CacheStarter, airfl
             async def ready() -> bool:  # versions reach the metrics about once a second
                 async with client.get(admin_url + "/readyz") as resp:
                     probe.update(await resp.json())
-                    return resp.status == 200
+                    return resp.status == 200 and probe["mode"] == "cache"
 
             probe: dict[str, str] = {}
             await until(ready)
@@ -141,10 +141,11 @@ async def test_readyz_flips_when_airflow_or_its_db_goes_away(
         upstream_url=_through(api, airflow3.base_url),
         database_url=_through(db, airflow3.db_url),
         versions={"max_version_age": 2.0},
+        admin={"ready_requires_versions": True},
     )
     app = start_cache.apps[-1]
     admin_port = free_port()
-    admin_config = AdminConfig(host="127.0.0.1", port=admin_port, readiness_cache=0)
+    admin_config = AdminConfig(host="127.0.0.1", port=admin_port, readiness_cache=0, ready_requires_versions=True)
     admin = await start_admin(
         app[SETTINGS].model_copy(update={"admin": admin_config}), registry=app[TELEMETRY].registry
     )

@@ -94,8 +94,14 @@ class TestReadiness:
         fresh = samples_of(telemetry)
         assert readiness(True, "up", pass_through=None, samples=fresh, now=100.0, max_age=10.0)[0]
         assert not readiness(False, "down", pass_through=None, samples=fresh, now=100.0, max_age=10.0)[0]
+        assert readiness(True, "up", pass_through=None, samples=fresh, now=100.0, max_age=10.0)[1]["mode"] == "cache"
+        # Stale versions: still serving (every view passes through), declared; not ready only when required.
         ok, body = readiness(True, "up", pass_through=None, samples=fresh, now=200.0, max_age=10.0)
-        assert not ok and body["mode"] == "cache" and body["status"] == "not ready"
+        assert ok and body["mode"] == "pass-through" and str(body["versions"]).startswith("versions stale")
+        ok, body = readiness(
+            True, "up", pass_through=None, samples=fresh, now=200.0, max_age=10.0, require_versions=True
+        )
+        assert not ok and body["mode"] == "pass-through" and body["status"] == "not ready"
 
     def test_pass_through_mode_is_declared_and_needs_no_versions(self) -> None:
         ok, body = readiness(
