@@ -95,6 +95,14 @@ def test_expect_is_answered_by_the_proxy_not_forwarded():
     assert "expect" not in out
 
 
+def test_trace_context_reaches_airflow_unchanged():
+    # W3C trace context (an OTel collector in front, or the UI's own instrumentation) is end-to-end.
+    headers = [("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), ("tracestate", "a=1")]
+    out = _dict(request_headers(headers, _hop(), host_mode="upstream", upstream_netloc="u"))
+    assert out["traceparent"] == headers[0][1]
+    assert out["tracestate"] == "a=1"
+
+
 def test_the_admin_bypass_header_never_reaches_airflow():
     headers = [("x-dagcache-bypass", "admin-token"), ("Authorization", "Bearer t")]
     out = _dict(request_headers(headers, _hop(), host_mode="upstream", upstream_netloc="u"))
