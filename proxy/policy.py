@@ -299,10 +299,54 @@ _WRITES: tuple[tuple[str, str, bool, bool, str], ...] = (
     ("PUT", "/api/v2/backfills/{backfill_id}/cancel", True, False, "backfills.py:cancel_backfill"),  # fails runs
     ("POST", "/api/v2/assets/{asset_id}/materialize", True, False, "assets.py:materialize_asset"),  # a new run
 )
+_R2 = "/api/v1/dags/{dag_id}/dagRuns"
+_T2 = _R2 + "/{dag_run_id}/taskInstances/{task_id}"
+# Airflow 2.11's REST writes (airflow/api_connexion/endpoints/<file>:<function>). Not listed: the UI's form
+# posts (/paused, /clear, /success, ...: the DAG is in the query or the body; the poller sees them), reads sent
+# as POST (~/dagRuns/list, ~/dagRuns/~/taskInstances/list) and the dataset queue.
+_WRITES2: tuple[tuple[str, str, bool, bool, str], ...] = (
+    ("PATCH", "/api/v1/dags", True, True, "dag_endpoint.py:patch_dags"),  # is_paused of every matching DAG
+    ("PATCH", "/api/v1/dags/{dag_id}", True, True, "dag_endpoint.py:patch_dag"),  # is_paused
+    ("DELETE", "/api/v1/dags/{dag_id}", True, True, "dag_endpoint.py:delete_dag"),
+    (
+        "POST",
+        "/api/v1/dags/{dag_id}/clearTaskInstances",
+        True,
+        False,
+        "task_instance_endpoint.py:post_clear_task_instances",
+    ),
+    (
+        "POST",
+        "/api/v1/dags/{dag_id}/updateTaskInstancesState",
+        True,
+        False,
+        "task_instance_endpoint.py:post_set_task_instances_state",
+    ),
+    ("POST", _R2, True, False, "dag_run_endpoint.py:post_dag_run"),
+    ("PATCH", _R2 + "/{dag_run_id}", True, False, "dag_run_endpoint.py:update_dag_run_state"),
+    ("DELETE", _R2 + "/{dag_run_id}", True, False, "dag_run_endpoint.py:delete_dag_run"),
+    ("POST", _R2 + "/{dag_run_id}/clear", True, False, "dag_run_endpoint.py:clear_dag_run"),
+    ("PATCH", _R2 + "/{dag_run_id}/setNote", True, False, "dag_run_endpoint.py:set_dag_run_note"),
+    ("PATCH", _T2, True, False, "task_instance_endpoint.py:patch_task_instance"),
+    ("PATCH", _T2 + "/{map_index:int}", True, False, "task_instance_endpoint.py:patch_mapped_task_instance"),
+    ("PATCH", _T2 + "/setNote", True, False, "task_instance_endpoint.py:set_task_instance_note"),
+    ("PATCH", _T2 + "/{map_index:int}/setNote", True, False, "task_instance_endpoint.py:set_mapped_task_instance_note"),
+)
 WRITES: tuple[tuple[str, Route, bool, bool], ...] = tuple(
     (method, Route(handler, pattern, Kind.PASS, dag_from=None, note=f"routes/public/{handler}"), state, listing)
     for method, pattern, state, listing, handler in _WRITES
 )
+WRITES2: tuple[tuple[str, Route, bool, bool], ...] = tuple(
+    (
+        method,
+        Route(handler, pattern, Kind.PASS, dag_from=None, note=f"api_connexion/endpoints/{handler}"),
+        state,
+        listing,
+    )
+    for method, pattern, state, listing, handler in _WRITES2
+)
+
+_ALL_WRITES = (*WRITES, *WRITES2)  # Airflow 3 (/api/v2) and Airflow 2 (/api/v1): their paths never overlap
 
 
 def write_effects(method: str, path: str, status: int) -> WriteEffect | None:
@@ -310,7 +354,7 @@ def write_effects(method: str, path: str, status: int) -> WriteEffect | None:
     the base path stripped (:func:`proxy.requests.split_target`)."""
     if not 200 <= status < 300 or method in ("GET", "HEAD", "OPTIONS"):
         return None
-    for write_method, route, state, listing in WRITES:
+    for write_method, route, state, listing in _ALL_WRITES:
         if write_method == method and (params := route.match(path)) is not None:
             dag_id = params.get("dag_id")
             return WriteEffect(None if dag_id == "~" else dag_id, state, listing, route.name)

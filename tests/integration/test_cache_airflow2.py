@@ -525,3 +525,33 @@ async def test_stale_workers_flap_directly_and_never_through_dagcache(fleet: str
     assert set(cached.first_new) == keys
     assert max(cached.first_new.values()) <= bound, cached.first_new
     assert all(cached.last_old.get(key, -1.0) < cached.first_new[key] for key in keys)
+
+
+async def test_a_pause_through_the_proxy_is_read_back_at_once(start_cache2: CacheStarter, airflow2: AirflowInstance):
+    """Read-your-writes: the PATCH bumps the DAG's versions, so the next read is not the stored one (a poll
+    every 5 s would otherwise leave it stale for up to 5 s)."""
+    base = await start_cache2(versions={"poll_interval": 5.0, "lease_ttl": 10.0, "max_version_age": 30.0})
+    path = base + "/api/v1/dags/small_005"
+    headers = basic("admin", "admin")
+    async with aiohttp.ClientSession() as client:
+        await cached(client, path, headers)
+        paused = json.loads((await get(client, path, headers))[2])["is_paused"]
+        try:
+            for value in (not paused, paused):
+                async with client.patch(
+                    base + "/api/v1/dags/small_005?update_mask=is_paused",
+                    json={"is_paused": value},
+                    headers=headers,
+                ) as resp:
+                    assert resp.status == 200, await resp.text()
+                status, answer, body = await get(client, path, headers)
+                assert status == 200 and answer["X-Cache"] == "MISS"
+                assert json.loads(body)["is_paused"] is value
+        finally:
+            airflow2.request(
+                "PATCH",
+                "/api/v1/dags/small_005?update_mask=is_paused",
+                headers={"Content-Type": "application/json"},
+                body=json.dumps({"is_paused": paused}).encode(),
+                user="admin",
+            )

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 from proxy.airflow.routes2 import PROFILE, ROUTES, TABLE
-from proxy.policy import NotStorable, is_storable
+from proxy.policy import WRITES2, NotStorable, is_storable, write_effects
 from proxy.requests import Reject, normalize_target
 from proxy.routes import Kind, Route
 from tests.airflow.harness import ensure_airflow_venv
@@ -116,6 +116,9 @@ _SPEC = textwrap.dedent(
             found = [resolve(p) for p in item.get("parameters", []) + item["get"].get("parameters", [])]
             out["/api/v1" + path] = {"query": sorted(p["name"] for p in found if p["in"] == "query"),
                                      "operation": item["get"]["operationId"]}
+        for method in ("post", "patch", "put", "delete"):
+            if method in item:
+                out[method.upper() + " /api/v1" + path] = {"operation": item[method]["operationId"]}
     print("@@" + json.dumps(out))
     """
 )
@@ -142,3 +145,30 @@ def test_api_route_params_are_airflows(route: Route, airflow2_spec: dict[str, di
     assert upstream is not None, f"Airflow 2.11 has no GET {route.pattern}"
     assert sorted(route.params) == upstream["query"]
     assert f":{upstream['operation']}" in route.note
+
+
+@pytest.mark.airflow
+@pytest.mark.parametrize(
+    ("method", "route"), [(m, r) for m, r, _, _ in WRITES2], ids=[r.name for _, r, _, _ in WRITES2]
+)
+def test_write_routes_are_airflows(method: str, route: Route, airflow2_spec: dict[str, dict[str, object]]):
+    upstream = airflow2_spec.get(f"{method} " + route.pattern.replace(":int}", "}"))
+    assert upstream is not None, f"Airflow 2.11 has no {method} {route.pattern}"
+    assert route.name.endswith(f":{upstream['operation']}")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "dag", "listing"),
+    [
+        ("PATCH", "/api/v1/dags/small_001", "small_001", True),  # pause
+        ("POST", "/api/v1/dags/small_001/dagRuns", "small_001", False),  # trigger
+        ("POST", f"/api/v1/dags/{DAG}/dagRuns/{RUN}/clear", DAG, False),
+        ("PATCH", f"{TI}/extract/3", DAG, False),
+        ("PATCH", "/api/v1/dags", None, True),
+    ],
+)
+def test_airflow2_writes_bump_what_they_change(method: str, path: str, dag: str | None, listing: bool):
+    effect = write_effects(method, path, 200)
+    assert effect is not None and (effect.dag_id, effect.state, effect.listing) == (dag, True, listing)
+    assert write_effects(method, path, 403) is None
+    assert write_effects("POST", "/api/v1/dags/~/dagRuns/list", 200) is None  # a read sent as POST
