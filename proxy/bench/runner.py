@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -294,19 +295,27 @@ async def _phase(
     ]
     audit_task = spawn(auditor.run_phase(target.url, deadline), name="bench-audit") if auditor else None
     pending = set(tasks)
-    while pending:
-        done, pending = await asyncio.wait(pending, timeout=0.25)
-        progress.update(deadline - loop.time(), phase.requests, phase.errors)
-        if loop.time() > deadline + DRAIN_GRACE:
-            cut = recorder.in_flight
-            for task in pending:
+    try:
+        while pending:
+            done, pending = await asyncio.wait(pending, timeout=0.25)
+            progress.update(deadline - loop.time(), phase.requests, phase.errors)
+            if loop.time() > deadline + DRAIN_GRACE:
+                cut = recorder.in_flight
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                if cut:
+                    phase.errors += cut
+                    phase.requests += cut
+                    phase.statuses["cut at phase end"] = cut
+                break
+    finally:  # interrupted: no user or watcher outlives the sessions it uses
+        watched: list[asyncio.Task[Any]] = [*tasks, *([audit_task] if audit_task is not None else [])]
+        leftovers = [t for t in watched if not t.done()]
+        if leftovers:
+            for task in leftovers:
                 task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            if cut:
-                phase.errors += cut
-                phase.requests += cut
-                phase.statuses["cut at phase end"] = cut
-            break
+            await asyncio.gather(*leftovers, return_exceptions=True)
     for task in tasks:
         if task.done() and not task.cancelled() and task.exception() is not None:
             raise BenchError(f"a simulated user failed: {task.exception()!r}")
