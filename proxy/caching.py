@@ -41,7 +41,7 @@ from proxy.forwarding import BYPASS_HEADER
 from proxy.metrics import note_fill
 from proxy.negotiate import choose
 from proxy.policy import Cacheable, PassThrough, decide, is_storable, write_effects
-from proxy.requests import Reject, normalize_target, split_target
+from proxy.requests import Reject, Target, normalize_target, split_target
 from proxy.routes import RouteTable
 from proxy.scope import RoleMode, Scope, TokenMemo, scope_for
 from proxy.upstream import Fetched, Upstream
@@ -52,6 +52,7 @@ log = logging.getLogger("proxy.cache")
 _HOT_ENTRIES = 8192  # decisions remembered per process (cleared with every new version map anyway)
 _STORED_HEADERS = frozenset({"content-type", "content-language"})
 _CACHE_CONTROL = "no-cache, private"
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class Breaker:
@@ -172,8 +173,8 @@ class CacheLayer:
                 self._memo,
                 role_mode=self._role,
             )
-            if isinstance(scope, Scope) and current is not None:
-                valid_until = min(scope.valid_until, current.polled_at + self._max_version_age)
+        if isinstance(scope, Scope) and current is not None:  # Airflow 2 scopes never expire by themselves
+            valid_until = min(scope.valid_until, current.polled_at + self._max_version_age)
         decision = decide(
             request.method,
             target,
@@ -267,10 +268,16 @@ class CacheLayer:
             # Airflow 2: a logout/login drops that session cookie's scope at once — before relaying, because the
             # client may send its next request as soon as it has the answer.
             path = request.path.removeprefix(self._base_path) or "/"
-            self._auth2.observe(request.method, path, request.headers.items(), time.time())
-        response = await self._upstream.relay(request, (("X-Cache", "BYPASS"),))
-        await self._after_write(request, response.status)
-        return response
+            if self._auth2.observe(request.method, path, request.headers.items(), time.time()):
+                self._hot.clear()  # a reused decision must not outlive the drop
+
+        async def bump(status: int) -> None:  # before the answer ends: the client's next read sees it
+            await self._after_write(request, status)
+
+        # Only a write that may bump versions waits for the bump (its small answer is buffered for that).
+        target = split_target(request.raw_path, self._base_path) if request.method not in _READS else None
+        bumps = isinstance(target, Target) and write_effects(request.method, target.path, 200) is not None
+        return await self._upstream.relay(request, (("X-Cache", "BYPASS"),), before_eof=bump if bumps else None)
 
     async def _lookup(self, rendered: str) -> CachedResponse | None:
         """The entry under ``rendered`` from L1, else from the shared store (copied into L1); Redis errors
@@ -441,7 +448,7 @@ class CacheLayer:
 
     async def _after_write(self, request: web.Request, status: int) -> None:
         """Read-your-writes: a successful write through the proxy bumps what it changed, at once."""
-        if request.method in ("GET", "HEAD", "OPTIONS") or not 200 <= status < 300:
+        if request.method in _READS or not 200 <= status < 300:
             return
         target = split_target(request.raw_path, self._base_path)
         if isinstance(target, Reject):

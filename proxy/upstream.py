@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -111,9 +111,16 @@ class Upstream:
         )
 
     async def relay(
-        self, request: web.BaseRequest, extra_headers: tuple[tuple[str, str], ...] = ()
+        self,
+        request: web.BaseRequest,
+        extra_headers: tuple[tuple[str, str], ...] = (),
+        *,
+        before_eof: Callable[[int], Awaitable[None]] | None = None,
     ) -> web.StreamResponse:
         """Send ``request`` upstream and stream the answer to the client (plus ``extra_headers``).
+        With ``before_eof``, the answer (a write's: small) is read in full first and ``before_eof(status)`` runs
+        before any of it is sent (read-your-writes: a client may send its next request as soon as its answer is
+        complete, which for a ``Content-Length`` body is its last byte).
 
         Raises :class:`UpstreamError` if no response headers arrived, :class:`RequestRejected` if the
         client's chunked body exceeds ``server.max_body_size``.
@@ -131,7 +138,7 @@ class Upstream:
                 raise body_too_large(counter.limit) from None
             raise
         try:
-            return await self._stream_back(request, upstream, extra_headers)
+            return await self._stream_back(request, upstream, extra_headers, before_eof)
         finally:
             upstream.release()
 
@@ -187,13 +194,25 @@ class Upstream:
             self._telemetry.upstream_of(request, status, time.perf_counter() - started)
 
     async def _stream_back(
-        self, request: web.BaseRequest, upstream: aiohttp.ClientResponse, extra_headers: tuple[tuple[str, str], ...]
+        self,
+        request: web.BaseRequest,
+        upstream: aiohttp.ClientResponse,
+        extra_headers: tuple[tuple[str, str], ...],
+        before_eof: Callable[[int], Awaitable[None]] | None = None,
     ) -> web.StreamResponse:
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         for name, value in response_headers(list(upstream.headers.items())):
             response.headers.add(name, value)
         for name, value in extra_headers:
             response.headers[name] = value
+        if before_eof is not None:
+            with map_client_errors():
+                body = await upstream.read()
+            await before_eof(upstream.status)
+            await response.prepare(request)
+            await response.write(body)
+            await response.write_eof()
+            return response
         await response.prepare(request)
         try:
             async for chunk in upstream.content.iter_chunked(_CHUNK):

@@ -189,12 +189,14 @@ class SessionAuth:
     ) -> Scope | PassReason:
         return scope2(headers, self.facts(encoded), self._secret, dropped=self._dropped or None, polled_at=polled_at)
 
-    def observe(self, method: str, path: str, headers: Iterable[tuple[str, str]], now: float) -> None:
-        """After a request passed through: a logout or login drops the cookie it carried, at once."""
+    def observe(self, method: str, path: str, headers: Iterable[tuple[str, str]], now: float) -> bool:
+        """A logout or login passing through drops the cookie it carries, at once. True if it dropped one."""
         if not is_session_change(method, path):
-            return
+            return False
         credential = extract_credential(headers)
-        if isinstance(credential, Credential2) and credential.kind == "session":
-            self._dropped[credential_digest(credential, self._secret)] = now
         if len(self._dropped) > 1000 or any(now - at > _DROP_MAX for at in self._dropped.values()):
             self._dropped = {k: at for k, at in self._dropped.items() if now - at <= _DROP_MAX}
+        if isinstance(credential, Credential2) and credential.kind == "session":
+            self._dropped[credential_digest(credential, self._secret)] = now
+            return True
+        return False
