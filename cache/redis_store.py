@@ -244,7 +244,7 @@ class FillNotifier:
             finally:
                 self._subscribed.clear()
                 try:
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
                 except REDIS_ERRORS:
                     pass
             await asyncio.sleep(delay)

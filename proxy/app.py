@@ -122,7 +122,7 @@ def make_redis(config: RedisConfig) -> RedisClient:
         # command take ~15 s when no sentinel answers.
         discovery: dict[str, Any] = {"socket_connect_timeout": config.connect_timeout}
         discovery.update(socket_timeout=config.connect_timeout, ssl=target.tls, retry=common["retry"])
-        sentinel = Sentinel(target.nodes, sentinel_kwargs=discovery, **common)  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(target.nodes, sentinel_kwargs=discovery, **common)  # type: ignore[no-untyped-call, unused-ignore]
         # ssl=True makes the pool use SentinelManagedSSLConnection for the master.
         master: SentinelMasterClient = sentinel.master_for(
             target.service_name,

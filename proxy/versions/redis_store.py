@@ -250,7 +250,7 @@ class RedisVersionStore:
                     yield data if isinstance(data, bytes) else data.encode()
         finally:
             try:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
             except REDIS_ERRORS:
                 pass
 

@@ -166,7 +166,15 @@ async def test_after_a_sentinel_failover_caching_resumes_on_the_new_master(start
         statuses: list[int] = []
         async with aiohttp.ClientSession() as client:
             assert (await until_hit(client, proxy + DAG_PATH))[0][0] == "MISS"
-            assert "OK" in await asyncio.to_thread(_cli, sentinel, "SENTINEL", "FAILOVER", "dagcache-master")
+            # A Sentinel refuses (NOGOODSLAVE) until it has had an INFO answer from the replica it learnt of
+            # through the master's INFO, which may take one INFO period (10 s): ask again until it agrees.
+            answer = ""
+            async with asyncio.timeout(30):
+                while "OK" not in answer:
+                    answer = await asyncio.to_thread(_cli, sentinel, "SENTINEL", "FAILOVER", "dagcache-master")
+                    assert "OK" in answer or "NOGOODSLAVE" in answer, answer
+                    if "OK" not in answer:
+                        await asyncio.sleep(0.5)
             async with asyncio.timeout(30):
                 while sentinel_master(sentinel, "dagcache-master") == before:
                     status, _, _ = await fetch(client, proxy + DAG_PATH)

@@ -26,6 +26,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from proxy.airflow.auth2 import decode_facts
 from proxy.airflow.snapshot import Snapshot
 from proxy.airflow.source import NotAnAirflowDatabase, SqlVersionSource, VersionLookupError
 from proxy.config import DatabaseConfig
@@ -406,8 +407,11 @@ class TestAirflow2:
         second = await probe2.poll()
         assert set(second.dags) == set(DAG_IDS)
         assert changes(first, second) == {}
-        assert second.revoked == {}
-        assert second.statements == 8  # no revoked_token table
+        # No revoked_token table: the map carries Airflow 2's auth facts instead (the users fingerprint and the
+        # logged-in sessions, proxy.airflow.auth2), under their own prefix.
+        assert decode_facts(second.revoked).auth is not None
+        assert all(name.startswith("a2:") for name in second.revoked)
+        assert second.statements == 8 + 4  # DAG fingerprints; auth facts (sessions, ab_user, roles, permissions)
 
     async def test_definition_edit_and_comment_only_edit(self, af2: AirflowInstance, probe2: Probe) -> None:
         before = await probe2.poll()
