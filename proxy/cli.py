@@ -10,13 +10,16 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
 from proxy import __version__, logs
 from proxy.config import Settings, format_validation_error, load_config
 from proxy.errors import ConfigError, VersionLookupError
+
+if TYPE_CHECKING:
+    from proxy.demo.flavor import Flavor
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -89,8 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = _override(settings, "server", workers=args.workers, host=args.host, port=args.port)
             settings = _override(settings, "upstream", url=args.upstream)
         elif args.command == "demo" and (args.stand_in or args.upstream):
+            _check_quick_demo(args)
             settings = _override(settings, "server", port=args.port)
             settings = _override(settings, "admin", port=args.admin_port)
+        elif args.command == "demo":
+            _demo_flavor(args)  # bad --airflow: one line, before anything is configured
     except ConfigError as exc:
         print(f"dagcache: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -223,7 +229,16 @@ def _warm(settings: Settings, args: argparse.Namespace) -> int:
 def _demo_arguments(demo: argparse.ArgumentParser) -> None:
     from proxy.demo.backends import DEFAULT_POSTGRES, DEFAULT_REDIS
 
-    demo.add_argument("--dir", default="~/.cache/dagcache/demo", help="where everything lives (default %(default)s)")
+    demo.add_argument(
+        "--airflow",
+        metavar="MAJOR",
+        help="the Airflow to bring up: 3 (default, Airflow 3.3 api-server) or 2 (Airflow 2.11 webserver)",
+    )
+    demo.add_argument(
+        "--dir",
+        help="where everything lives (default ~/.cache/dagcache/demo; for --airflow 2, "
+        "~/.cache/dagcache/demo-airflow2)",
+    )
     demo.add_argument("--port", type=_port, default=8080, help="proxy port (default 8080)")
     demo.add_argument("--admin-port", type=_port, default=9090, help="admin port (default 9090)")
     demo.add_argument("--host", default="127.0.0.1", help="listen address of both (default 127.0.0.1)")
@@ -233,7 +248,12 @@ def _demo_arguments(demo: argparse.ArgumentParser) -> None:
     store = demo.add_mutually_exclusive_group()
     store.add_argument("--redis", default=DEFAULT_REDIS, metavar="URL", help="used when it answers (%(default)s)")
     store.add_argument("--no-redis", action="store_true", help="use the embedded store even when Redis answers")
-    demo.add_argument("--clean", action="store_true", help="remove the demo directory (and its database), then exit")
+    demo.add_argument(
+        "--clean",
+        action="store_true",
+        help="remove the demo directory (and its database), then exit; with neither --dir nor --airflow, "
+        "the default directories of both",
+    )
     demo.add_argument("--stand-in", action="store_true", help="quick mode: a built-in stand-in instead of Airflow")
     demo.add_argument("--upstream", metavar="URL", help="quick mode in front of URL instead of the stand-in")
 
@@ -248,18 +268,38 @@ def _port(text: str) -> int:
     return port
 
 
+def _check_quick_demo(args: argparse.Namespace) -> None:
+    if args.airflow is not None:
+        raise ConfigError("--airflow brings up a real Airflow: it does not go with --stand-in or --upstream")
+
+
+def _demo_flavor(args: argparse.Namespace) -> Flavor:
+    """The :class:`proxy.demo.flavor.Flavor` of ``--airflow`` (:class:`ConfigError` naming the choices)."""
+    from proxy.demo.flavor import parse_major
+
+    try:
+        return parse_major(args.airflow)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from proxy.demo import DemoError
-    from proxy.demo.stack import DemoOptions, clean, run_stack
+    from proxy.demo.flavor import clean_targets
+    from proxy.demo.stack import DemoOptions, clean_all, run_stack
 
     if args.stand_in or args.upstream:
         from proxy.demo.standin import run_demo
 
         return run_demo(settings, upstream=args.upstream)
+    flavor = _demo_flavor(args)
+    if args.clean:
+        return clean_all(clean_targets(args.dir, args.airflow))
     options = DemoOptions(
-        directory=Path(args.dir),
+        flavor=flavor,
+        directory=Path(args.dir) if args.dir is not None else flavor.default_dir,
         host=args.host,
         port=args.port,
         admin_port=args.admin_port,
@@ -269,7 +309,7 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
         no_redis=args.no_redis,
     )
     try:
-        return clean(options) if args.clean else run_stack(settings, options)
+        return run_stack(settings, options)
     except DemoError as exc:
         print(f"dagcache demo: {exc}", file=sys.stderr)
         return EXIT_FAILED

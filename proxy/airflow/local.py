@@ -328,22 +328,30 @@ def free_port() -> int:
 
 
 def run(
-    command: list[str], *, cwd: Path, env: Mapping[str, str], timeout: float, check: bool = True
+    command: list[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    timeout: float,
+    check: bool = True,
+    stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``command`` (output captured as text) in a new session; interrupted or timed out, its whole
-    process group is killed. ``check``: a non-zero exit raises :class:`LocalAirflowError` with the output."""
+    process group is killed. ``check``: a non-zero exit raises :class:`LocalAirflowError` with the output.
+    ``stdin`` is written to its standard input (else stdin is empty); having no terminal, a prompt such as
+    ``getpass`` reads it from there (what a secret should not be passed as: an argument, visible to ``ps``)."""
     with subprocess.Popen(
         command,
         cwd=cwd,
         env=dict(env),
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
     ) as process:
         try:
-            stdout, stderr = process.communicate(timeout=timeout)
+            stdout, stderr = process.communicate(stdin, timeout=timeout)
         except BaseException:
             kill_group(process.pid, signal.SIGKILL)
             process.communicate()

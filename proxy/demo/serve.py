@@ -24,7 +24,7 @@ from proxy.logs import JsonFormatter
 from proxy.server import make_runner, wait_for_signal
 
 ExitCode = Callable[[], int | None]
-"""The api-server's exit code, ``None`` while it runs (``Popen.poll``)."""
+"""The Airflow server's exit code, ``None`` while it runs (``Popen.poll``)."""
 
 
 @dataclass(frozen=True)
@@ -44,11 +44,16 @@ class Endpoints:
     password: str
     big_dag_tasks: int
     directory: Path
+    server: str = "api-server"
+    """What Airflow calls its server (``webserver`` for Airflow 2); its log is ``airflow/<server>.log``."""
+    big_dag_path: str = f"/dags/{BIG_DAG_ID}"
+    profile: str = "auto"
+    clean_command: str = "dagcache demo --clean"
 
 
 def demo_settings(settings: Settings, ends: Endpoints) -> Settings:
-    """``settings`` (file and environment) with what the demo needs: its ports, the api-server upstream,
-    the demo's DB and store, caching on, one process."""
+    """``settings`` (file and environment) with what the demo needs: its ports, the Airflow server upstream
+    (and its profile), the demo's DB and store, caching on, one process."""
 
     def section(name: str, **values: Any) -> Any:
         return getattr(settings, name).model_copy(update=values)
@@ -57,7 +62,7 @@ def demo_settings(settings: Settings, ends: Endpoints) -> Settings:
         update={
             "server": section("server", host=ends.host, port=ends.port, workers=1, shutdown_grace=3.0),
             "admin": section("admin", enabled=True, host=ends.host, port=ends.admin_port),
-            "upstream": section("upstream", url=ends.airflow_url),
+            "upstream": section("upstream", url=ends.airflow_url, profile=ends.profile),
             "database": section("database", url=ends.database_url),
             "redis": section("redis", url=ends.redis_url, key_prefix=ends.key_prefix),
             "cache": section("cache", mode="on"),
@@ -76,10 +81,10 @@ def banner(ends: Endpoints) -> str:
     rows = [
         ("Airflow UI through dagcache", f"{proxy}/"),
         ("login", f"{ends.user} / {ends.password}"),
-        (f"the {ends.big_dag_tasks}-task DAG", f"{proxy}/dags/{BIG_DAG_ID}"),
-        ("Airflow directly (no cache)", f"{ends.airflow_url}/  (api-server pid {ends.airflow_pid})"),
+        (f"the {ends.big_dag_tasks}-task DAG", f"{proxy}{ends.big_dag_path}"),
+        ("Airflow directly (no cache)", f"{ends.airflow_url}/  ({ends.server} pid {ends.airflow_pid})"),
         ("dagcache status page", f"http://{url_host(ends.host)}:{ends.admin_port}/  (and /metrics, /healthz)"),
-        ("logs", f"{ends.directory / 'dagcache.log'}, {ends.directory / 'airflow' / 'api-server.log'}"),
+        ("logs", f"{ends.directory / 'dagcache.log'}, {ends.directory / 'airflow' / f'{ends.server}.log'}"),
     ]
     width = max(len(label) for label, _ in rows)
     return "\n".join(
@@ -89,7 +94,7 @@ def banner(ends: Endpoints) -> str:
             "",
             *(f"  {label.ljust(width)}  {value}" for label, value in rows),
             "",
-            f"Stop with Ctrl-C: {ends.directory} stays for a fast restart; `dagcache demo --clean` removes it.",
+            f"Stop with Ctrl-C: {ends.directory} stays for a fast restart; `{ends.clean_command}` removes it.",
             "",
         ]
     )
@@ -125,7 +130,7 @@ async def serve(settings: Settings, sock: socket.socket, ends: Endpoints, airflo
         await _until_versions(app)
         print(banner(ends), flush=True)
         status = asyncio.get_running_loop().create_task(_show_status(app, display))
-        await _until_signal_or_exit(airflow_exit, ends.directory / "airflow" / "api-server.log")
+        await _until_signal_or_exit(airflow_exit, ends.server, ends.directory / "airflow" / f"{ends.server}.log")
     finally:
         if status is not None:
             status.cancel()
@@ -137,14 +142,14 @@ async def serve(settings: Settings, sock: socket.socket, ends: Endpoints, airflo
             await admin.cleanup()
 
 
-async def _until_signal_or_exit(airflow_exit: ExitCode, log: Path) -> None:
+async def _until_signal_or_exit(airflow_exit: ExitCode, server: str, log: Path) -> None:
     loop = asyncio.get_running_loop()
     signalled = loop.create_task(wait_for_signal())
     try:
         while not signalled.done():
             code = airflow_exit()
             if code is not None:
-                raise DemoError(f"the Airflow api-server exited with {code} (its log: {log}); stopping")
+                raise DemoError(f"the Airflow {server} exited with {code} (its log: {log}); stopping")
             await asyncio.wait({signalled}, timeout=1.0)
     finally:
         signalled.cancel()

@@ -1,16 +1,18 @@
-"""``dagcache demo``: a real Airflow api-server, its metadata DB, example DAGs with runs, and dagcache in front.
+"""``dagcache demo``: a real Airflow server, its metadata DB, example DAGs with runs, and dagcache in front.
 
-Everything lives under one directory (``~/.cache/dagcache/demo`` by default)::
+Airflow 3's api-server by default; with ``--airflow 2``, Airflow 2's webserver with 4 gunicorn workers
+(:mod:`proxy.demo.flavor`). Everything lives under one directory (``~/.cache/dagcache/demo`` by default,
+``~/.cache/dagcache/demo-airflow2`` for Airflow 2)::
 
     demo.json        what was set up already (so a restart skips it), the login and the secrets
     demo.lock        held while a demo runs from this directory (its pid inside)
     dagcache.log     the proxy's JSON log
-    airflow/         AIRFLOW_HOME: dags/, logs/, api-server.log, airflow.db when on SQLite
+    airflow/         AIRFLOW_HOME: dags/, logs/, api-server.log or webserver.log, airflow.db when on SQLite
     venvs/           Airflow's virtualenv, unless one was already installed in the shared cache
 
 The metadata DB is a PostgreSQL database when a server answers (created on first use), else SQLite; the
 store is Redis when one answers, else the embedded in-process store. Ctrl-C (or SIGTERM) stops the proxy
-and the api-server's whole process group and keeps the directory; ``--clean`` removes it (and the
+and the Airflow server's whole process group and keeps the directory; ``--clean`` removes it (and the
 PostgreSQL database).
 """
 
@@ -31,6 +33,7 @@ from proxy.airflow import local
 from proxy.airflow.examples import big_dag_task_count
 from proxy.config import Settings
 from proxy.demo import DemoError, airflow, backends, workdir
+from proxy.demo.flavor import FLAVORS, Flavor, clean_command
 from proxy.demo.serve import Endpoints, demo_settings, log_to_file, serve
 from proxy.server import bind_socket
 from proxy.supervisor import run_async
@@ -40,6 +43,7 @@ _STEPS = 6
 
 @dataclass(frozen=True)
 class DemoOptions:
+    flavor: Flavor = FLAVORS[3]
     directory: Path = workdir.DEFAULT_DIR
     host: str = "127.0.0.1"
     port: int = 8080
@@ -48,7 +52,8 @@ class DemoOptions:
     sqlite: bool = False
     redis: str = backends.DEFAULT_REDIS
     no_redis: bool = False
-    airflow_workers: int = 1
+    airflow_workers: int | None = None
+    """``None``: the flavor's (1 api-server worker; 4 gunicorn workers for Airflow 2)."""
     startup_timeout: float = 240.0
 
 
@@ -56,12 +61,25 @@ def say(message: str) -> None:
     print(f"dagcache demo: {message}", file=sys.stderr, flush=True)
 
 
-def clean(options: DemoOptions) -> int:
-    """``dagcache demo --clean``: remove the directory (and the PostgreSQL database it created)."""
-    directory = workdir.resolve_dir(options.directory)
+def clean_all(directories: list[Path]) -> int:
+    """``dagcache demo --clean``: :func:`clean` each directory; 1 if any could not be removed (each reason is
+    printed), else 0."""
+    failed = False
+    for directory in directories:
+        try:
+            clean(directory)
+        except DemoError as exc:
+            print(f"dagcache demo: {exc}", file=sys.stderr)
+            failed = True
+    return 1 if failed else 0
+
+
+def clean(directory: Path) -> None:
+    """Remove a demo directory (and the PostgreSQL database it created)."""
+    directory = workdir.resolve_dir(directory)
     if not directory.exists():
         print(f"nothing to remove: {directory} does not exist")
-        return 0
+        return
     if not workdir.is_demo_dir(directory):
         raise DemoError(f"{directory} is not a dagcache demo directory (no {workdir.STATE}); not removing it")
     removed = [str(directory)]
@@ -75,7 +93,6 @@ def clean(options: DemoOptions) -> int:
                 say(f"could not drop PostgreSQL database {database['name']}: {failed}")
         shutil.rmtree(directory)
     print("removed " + " and ".join(removed))
-    return 0
 
 
 def run_stack(settings: Settings, options: DemoOptions) -> int:
@@ -100,10 +117,10 @@ def run_stack(settings: Settings, options: DemoOptions) -> int:
         finally:
             signal.signal(signal.SIGTERM, _interrupt)  # a second signal must not skip this cleanup
             for process in server:
-                say("stopping the Airflow api-server")
+                say(f"stopping the Airflow {options.flavor.server}")
                 local.stop_process_group(process, log=say)
             signal.signal(signal.SIGTERM, previous)
-    say(f"stopped; {directory} is kept for a fast restart (`dagcache demo --clean` removes it)")
+    say(f"stopped; {directory} is kept for a fast restart (`{clean_command(options.flavor, directory)}` removes it)")
     return 0
 
 
@@ -140,16 +157,17 @@ class _Steps:
 
 
 def _bring_up(directory: Path, options: DemoOptions, server: list[subprocess.Popen[bytes]]) -> Endpoints:
-    """Steps 1-5 (the api-server process is appended to ``server`` as soon as it serves)."""
+    """Steps 1-5 (the Airflow server process is appended to ``server`` as soon as it serves)."""
+    flavor = options.flavor
     state = workdir.load_state(directory)
-    airflow.new_state_defaults(state)
+    airflow.new_state_defaults(state, flavor, directory)
     workdir.save_state(directory, state)
     home = directory / "airflow"
     home.mkdir(exist_ok=True)
     steps = _Steps()
 
     steps.start(f"Airflow {state['airflow']} virtualenv")
-    venv, venv_note = airflow.airflow_venv(directory, steps.note)
+    venv, venv_note = airflow.airflow_venv(flavor, directory, steps.note)
     steps.note(venv_note)
 
     steps.start("metadata database")
@@ -160,16 +178,17 @@ def _bring_up(directory: Path, options: DemoOptions, server: list[subprocess.Pop
     steps.note(db_note)
 
     steps.start("Airflow metadata, example DAGs and runs")
-    env = airflow.airflow_env(venv, home, airflow_db_url, state)
-    airflow.set_up(venv, home, env, state, directory, steps.note)
+    env = airflow.airflow_env(flavor, venv, home, airflow_db_url, state)
+    airflow.set_up(flavor, venv, home, env, state, directory, steps.note)
 
     steps.start("store")
     redis_url, redis_note = _redis(options)
     steps.note(redis_note)
 
-    steps.start("Airflow api-server")
+    workers = options.airflow_workers or flavor.workers
+    steps.start(f"Airflow {flavor.server}" + (f" ({workers} gunicorn workers)" if flavor.major < 3 else ""))
     process, airflow_url = airflow.start_server(
-        venv, home, env, workers=options.airflow_workers, timeout=options.startup_timeout, say=say
+        flavor, venv, home, env, workers=workers, timeout=options.startup_timeout, say=say
     )
     server.append(process)
     steps.note(f"serving on {airflow_url}")
@@ -188,6 +207,10 @@ def _bring_up(directory: Path, options: DemoOptions, server: list[subprocess.Pop
         password=state["password"],
         big_dag_tasks=big_dag_task_count(airflow.BIG_TASKS),
         directory=directory,
+        server=flavor.server,
+        big_dag_path=flavor.big_dag_path,
+        profile=flavor.profile,
+        clean_command=clean_command(flavor, directory),
     )
 
 

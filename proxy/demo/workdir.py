@@ -14,6 +14,9 @@ from typing import Any
 from proxy.demo import DemoError
 
 DEFAULT_DIR = Path("~/.cache/dagcache/demo")
+DEFAULT_DIR_AIRFLOW2 = Path("~/.cache/dagcache/demo-airflow2")
+"""The default directory of ``dagcache demo --airflow 2`` (:mod:`proxy.demo.flavor`)."""
+_DEFAULT_NAMES = {DEFAULT_DIR: "dagcache_demo", DEFAULT_DIR_AIRFLOW2: "dagcache_demo_airflow2"}
 STATE = "demo.json"
 LOCK = "demo.lock"
 
@@ -23,10 +26,11 @@ def resolve_dir(directory: Path) -> Path:
 
 
 def instance_name(directory: Path) -> str:
-    """``dagcache_demo`` for the default directory, ``dagcache_demo_<hash>`` for any other: two demo
-    directories never share a PostgreSQL database or Redis keys."""
-    if directory == resolve_dir(DEFAULT_DIR):
-        return "dagcache_demo"
+    """``dagcache_demo`` for the default directory (``dagcache_demo_airflow2`` for ``--airflow 2``'s),
+    ``dagcache_demo_<hash>`` for any other: two demo directories never share a PostgreSQL database or Redis keys."""
+    for default, name in _DEFAULT_NAMES.items():
+        if directory == resolve_dir(default):
+            return name
     return "dagcache_demo_" + hashlib.sha256(str(directory).encode()).hexdigest()[:8]
 
 
