@@ -12,7 +12,8 @@
   DB and Redis, so by default their outage must not empty the Service while each replica can still pass
   requests through.
 * ``/metrics``: Prometheus text (with ``--workers N``, aggregated over every worker); the same numbers go to
-  StatsD when ``[metrics] statsd`` is set (:mod:`proxy.statsd`).
+  StatsD when ``[metrics] statsd`` is set (:mod:`proxy.statsd`) and to an OpenTelemetry collector when
+  ``[metrics] otlp_endpoint`` is set (:mod:`proxy.otel`, the ``otel`` extra).
 * ``/`` and ``/status.json``: the status page (:mod:`proxy.status`) and the same numbers for scripts.
 """
 
@@ -32,7 +33,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Metric, ge
 from cache import CacheUnavailable
 from cache.redis_store import RedisClient
 from proxy.app import make_redis
-from proxy.config import Settings
+from proxy.config import OTEL_MISSING, Settings, parse_otlp_headers
+from proxy.errors import ConfigError
 from proxy.metrics import Telemetry
 from proxy.statsd import StatsdPusher, run_pusher
 from proxy.status import Samples, Status, pass_through_reason, readiness, render_html, summarize
@@ -126,6 +128,22 @@ async def _statsd_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _otlp_ctx(app: web.Application) -> AsyncIterator[None]:
+    try:
+        from proxy import otel  # the optional extra: imported only when configured
+    except ImportError:
+        raise ConfigError(OTEL_MISSING) from None
+    config = app[ADMIN_SETTINGS].metrics
+    pusher = otel.OtlpPusher(
+        app[REGISTRY],
+        config.otlp_endpoint,
+        headers=parse_otlp_headers(config.otlp_headers) or None,  # None: the exporter reads OTEL_EXPORTER_OTLP_*
+        timeout=min(config.otlp_interval, 10.0),
+    )
+    async for _ in otel.run_pusher(pusher, config.otlp_interval):
+        yield
+
+
 async def healthz(request: web.Request) -> web.Response:
     ok, detail = request.app[LIVENESS]()
     return web.json_response({"status": "ok" if ok else "unhealthy", **detail}, status=200 if ok else 503)
@@ -213,6 +231,8 @@ def create_admin_app(
     app.cleanup_ctx.append(_probe_ctx)
     if settings.metrics.statsd:
         app.cleanup_ctx.append(_statsd_ctx)
+    if settings.metrics.otlp_endpoint:
+        app.cleanup_ctx.append(_otlp_ctx)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -12,12 +12,13 @@ and what is allowed.
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
@@ -30,7 +31,22 @@ CONFIG_PATH_ENV = "DAGCACHE_CONFIG"
 
 #: Keys whose values are never shown in logs or error messages.
 SECRET_KEYS = frozenset(
-    {"redis.url", "redis.password", "database.url", "cache.secret", "cache.jwt_secret", "admin.token"}
+    {
+        "redis.url",
+        "redis.password",
+        "database.url",
+        "cache.secret",
+        "cache.jwt_secret",
+        "admin.token",
+        "metrics.otlp_headers",
+    }
+)
+
+#: What ``[metrics] otlp_endpoint`` needs installed (the ``otel`` extra), and the one line that says so.
+OTEL_MODULE = "opentelemetry.exporter.otlp.proto.http"
+OTEL_MISSING = (
+    "[metrics] otlp_endpoint is set but OpenTelemetry is not installed: pip install 'dagcache[otel]' "
+    "(or empty otlp_endpoint)"
 )
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -228,12 +244,16 @@ class LogConfig(_Section):
 
 
 class MetricsConfig(_Section):
-    """Metric export besides the admin listener's /metrics: StatsD over UDP (empty ``statsd``: off)."""
+    """Metric export besides the admin listener's /metrics: StatsD over UDP (empty ``statsd``: off) and
+    OpenTelemetry over OTLP/HTTP (empty ``otlp_endpoint``: off; needs the ``otel`` extra)."""
 
     statsd: str = ""
     statsd_prefix: str = Field("dagcache", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     statsd_interval: float = Field(10.0, ge=1, le=3600)
     statsd_tags: bool = True
+    otlp_endpoint: str = ""
+    otlp_interval: float = Field(10.0, ge=1, le=3600)
+    otlp_headers: str = ""
 
     @field_validator("statsd")
     @classmethod
@@ -241,6 +261,46 @@ class MetricsConfig(_Section):
         if value:
             parse_host_port(value)
         return value
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _check_otlp_endpoint(cls, value: str) -> str:
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment:
+            raise ValueError(
+                "must be the collector's OTLP/HTTP metrics URL, such as 'http://otel-collector:4318/v1/metrics'"
+            )
+        try:
+            _ = parts.port
+        except ValueError:
+            raise ValueError("has an invalid port") from None
+        return value
+
+    @field_validator("otlp_headers")
+    @classmethod
+    def _check_otlp_headers(cls, value: str) -> str:
+        parse_otlp_headers(value)
+        return value
+
+
+def parse_otlp_headers(value: str) -> dict[str, str]:
+    """``"name=value,name2=value2"`` (the format of ``OTEL_EXPORTER_OTLP_HEADERS``; values may be
+    percent-encoded, e.g. ``Authorization=Basic%20dXNlcjpwYXNz``) as a dict, or :class:`ValueError`."""
+    headers: dict[str, str] = {}
+    for item in value.split(","):
+        if not item.strip():
+            continue
+        name, sep, encoded = item.partition("=")
+        name = name.strip()
+        if not sep or not name or not all(c.isascii() and (c.isalnum() or c in "!#$%&'*+-.^_`|~") for c in name):
+            raise ValueError("must be name=value pairs separated by commas, e.g. 'Authorization=Bearer%20abc'")
+        text = unquote(encoded.strip())
+        if any(c in text for c in "\r\n\0"):
+            raise ValueError("a header value must not contain line breaks")
+        headers[name] = text
+    return headers
 
 
 def parse_host_port(value: str) -> tuple[str, int]:
@@ -286,9 +346,11 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
     @model_validator(mode="after")
-    def _check_ports(self) -> Settings:
+    def _check_sections(self) -> Settings:
         if self.admin.enabled and self.admin.port == self.server.port:
             raise ValueError("admin.port must differ from server.port (the admin listener has its own port)")
+        if self.metrics.otlp_endpoint and not self.admin.enabled:
+            raise ValueError("metrics.otlp_endpoint needs admin.enabled = true (the admin listener pushes the metrics)")
         return self
 
 
@@ -305,9 +367,20 @@ def load_config(path: str | Path | None = None) -> Settings:
         source = str(path)
         data = _read_toml(Path(path))
     try:
-        return Settings(**data)
+        settings = Settings(**data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source)) from None
+    if settings.metrics.otlp_endpoint and not installed(OTEL_MODULE):
+        raise ConfigError(OTEL_MISSING)
+    return settings
+
+
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported (without importing it)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a parent package is missing
+        return False
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

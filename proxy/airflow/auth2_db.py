@@ -40,6 +40,9 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from proxy.airflow.auth2 import encode_facts, session_key
 
@@ -97,8 +100,7 @@ def statements() -> AuthStatements:
     return AuthStatements(
         sessions=select(session.c.session_id, session.c.data).where(
             session.c.expiry > _bind_now(),
-            # LIKE on the bytes (bytea LIKE bytea on PostgreSQL; SQLite and MySQL compare BLOBs alike)
-            session.c.data.op("LIKE")(literal(b'%"_user_id"%', LargeBinary)),
+            _BytesContain(session.c.data, literal(b'%"_user_id"%', LargeBinary), literal(b'"_user_id"', LargeBinary)),
         ),
         users=select(ab_user.c.id, ab_user.c.username, ab_user.c.password, ab_user.c.active).order_by(ab_user.c.id),
         user_roles=select(ab_user_role.c.user_id, ab_user_role.c.role_id).order_by(
@@ -112,6 +114,28 @@ def statements() -> AuthStatements:
 
 def _bind_now() -> BindParameter[Any]:
     return bindparam("now", type_=DateTime)
+
+
+class _BytesContain(FunctionElement[bool]):
+    """``_BytesContain(column, pattern, needle)``: the bytes of ``column`` match the ``LIKE`` ``pattern`` (bytea
+    LIKE bytea on PostgreSQL; MySQL compares BLOBs alike), on SQLite ``instr(column, needle) > 0``: SQLite built with
+    ``SQLITE_LIKE_DOESNT_MATCH_BLOBS`` (Debian's, for one) never matches a BLOB with ``LIKE``, so no session would
+    count as logged in and every session-cookie request would pass through."""
+
+    name = "bytes_contain"
+    inherit_cache = True
+
+
+@compiles(_BytesContain)
+def _like(element: _BytesContain, compiler: SQLCompiler, **kw: Any) -> str:
+    column, pattern, _ = element.clauses
+    return f"({compiler.process(column, **kw)} LIKE {compiler.process(pattern, **kw)})"
+
+
+@compiles(_BytesContain, "sqlite")
+def _instr(element: _BytesContain, compiler: SQLCompiler, **kw: Any) -> str:
+    column, _, needle = element.clauses
+    return f"(instr({compiler.process(column, **kw)}, {compiler.process(needle, **kw)}) > 0)"
 
 
 def user_of(data: bytes | None) -> str | None:

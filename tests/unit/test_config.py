@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from proxy.config import Settings, load_config, redact_url
+from proxy.config import Settings, load_config, parse_otlp_headers, redact_url
 from proxy.errors import ConfigError
 from tests.conftest import REPO
 
@@ -75,6 +75,14 @@ def test_trusted_proxies_from_comma_separated_env(monkeypatch: pytest.MonkeyPatc
         ('[redis]\nurl = "memcached://x"\n', "must be empty (embedded store) or a redis://"),
         ("[caching]\nttl = 1\n", "caching = {'ttl': 1}: unknown key; allowed keys here: admin, cache, database, log"),
         ("[server]\nport = \"8080x\"\n", "(or env DAGCACHE_SERVER__PORT)"),
+        ('[metrics]\notlp_endpoint = "collector:4318"\n', "must be the collector's OTLP/HTTP metrics URL, such as"),
+        ('[metrics]\notlp_endpoint = "http://c:99999/v1/metrics"\n', "otlp_endpoint = 'http://c:99999/v1/metrics'"),
+        ("[metrics]\notlp_interval = 0.5\n", "[metrics] otlp_interval = 0.5: Input should be greater than or equal"),
+        ('[metrics]\notlp_headers = "Authorization"\n', "[metrics] otlp_headers = <redacted>: must be name=value"),
+        (
+            '[admin]\nenabled = false\n[metrics]\notlp_endpoint = "http://c:4318/v1/metrics"\n',
+            "metrics.otlp_endpoint needs admin.enabled = true (the admin listener pushes the metrics)",
+        ),
     ],
 )
 def test_errors_name_key_value_and_what_is_allowed(tmp_path: Path, toml: str, fragment: str):
@@ -107,3 +115,25 @@ def test_not_utf8(tmp_path: Path):
     config.write_bytes(b"\xff\xfe[server]")
     with pytest.raises(ConfigError, match="not UTF-8"):
         load_config(config)
+
+
+def test_otlp_headers_format_of_the_otel_variable():
+    assert parse_otlp_headers("") == {}
+    assert parse_otlp_headers("Authorization=Basic%20dXNlcjpwYXNz, x-tenant = t1,") == {
+        "Authorization": "Basic dXNlcjpwYXNz",
+        "x-tenant": "t1",
+    }
+    for bad in ("novalue", "=v", "bad name=v", "a=b%0D%0AInjected: 1"):
+        with pytest.raises(ValueError):
+            parse_otlp_headers(bad)
+
+
+def test_otlp_headers_from_environment_are_secret(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("DAGCACHE_METRICS__OTLP_ENDPOINT", "https://otlp.example/v1/metrics")
+    monkeypatch.setenv("DAGCACHE_METRICS__OTLP_HEADERS", "Authorization=Bearer%20s3cret")
+    assert load_config().metrics.otlp_headers == "Authorization=Bearer%20s3cret"
+    monkeypatch.setenv("DAGCACHE_METRICS__OTLP_HEADERS", "Authorization: Bearer s3cret")
+    with pytest.raises(ConfigError) as info:
+        load_config()
+    assert "s3cret" not in str(info.value)
+    assert "(or env DAGCACHE_METRICS__OTLP_HEADERS)" in str(info.value)

@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import REPO
 
 PURE = [
+    "proxy/correlation.py",
     "proxy/forwarding.py",
     "proxy/limits.py",
     "proxy/errors.py",
