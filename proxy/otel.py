@@ -63,7 +63,7 @@ log = logging.getLogger("proxy.otel")
 EXPORTER_LOGGER = "opentelemetry.exporter.otlp.proto.http.metric_exporter"
 _FINAL_PUSH_WAIT = 3.0  # seconds a final push at shutdown may take before its retries are cut short
 _CUMULATIVE = AggregationTemporality.CUMULATIVE
-_UNSET = cast(float, None)  # HistogramDataPoint.min/max: None leaves the optional OTLP fields out
+_UNSET = cast(float, None)  # HistogramDataPoint.sum/min/max: None leaves the optional OTLP field out
 Labels = tuple[tuple[str, str], ...]
 
 
@@ -106,6 +106,10 @@ def _series(family: PromMetric) -> dict[Labels, _Series]:
     return out
 
 
+def _start(series: _Series, default: int) -> int:
+    return int(series.created * 1e9) if series.created is not None else default
+
+
 def _histogram_point(labels: Labels, series: _Series, start: int, now: int) -> HistogramDataPoint | None:
     buckets = sorted(series.buckets)
     if not buckets:
@@ -123,7 +127,7 @@ def _histogram_point(labels: Labels, series: _Series, start: int, now: int) -> H
         start_time_unix_nano=start,
         time_unix_nano=now,
         count=round(series.count if series.count is not None else buckets[-1][1]),
-        sum=series.sum if series.sum is not None else 0.0,
+        sum=series.sum if series.sum is not None else _UNSET,
         bucket_counts=counts,
         explicit_bounds=bounds,
         min=_UNSET,
@@ -139,21 +143,19 @@ def otlp_metrics(families: Iterable[PromMetric], *, start_ns: int, now_ns: int) 
     metrics: list[Metric] = []
     for family in families:
         grouped = _series(family)
-
-        def start(series: _Series) -> int:
-            return int(series.created * 1e9) if series.created is not None else start_ns
-
         data: Sum | Gauge | Histogram
         if family.type == "counter":
             name = family.name + "_total"
-            points = [NumberDataPoint(dict(labels), start(s), now_ns, s.value) for labels, s in grouped.items()]
+            points = [
+                NumberDataPoint(dict(labels), _start(s, start_ns), now_ns, s.value) for labels, s in grouped.items()
+            ]
             data = Sum(points, _CUMULATIVE, is_monotonic=True)
         elif family.type == "gauge":
             name = family.name
             data = Gauge([NumberDataPoint(dict(labels), 0, now_ns, s.value) for labels, s in grouped.items()])
         elif family.type == "histogram":
             name = family.name
-            found = (_histogram_point(labels, s, start(s), now_ns) for labels, s in grouped.items())
+            found = (_histogram_point(labels, s, _start(s, start_ns), now_ns) for labels, s in grouped.items())
             data = Histogram([point for point in found if point is not None], _CUMULATIVE)
         else:
             continue
