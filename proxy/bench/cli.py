@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from proxy.bench import BenchError, mix
+from proxy.bench import BenchError, UsageError, mix
 from proxy.bench.progress import Progress
-from proxy.bench.report import Phase, markdown, ratios, rows, to_json
+from proxy.bench.report import Phase, client_regressions, markdown, ratios, rows, to_json
 
 if TYPE_CHECKING:
     from proxy.bench.runner import Options
@@ -19,8 +19,10 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--upstream", required=True, help="the Airflow 3 api-server, measured directly")
-    p.add_argument("--proxy", required=True, help="dagcache in front of that same api-server")
+    p.add_argument("--upstream", required=True, help="the Airflow api-server (3) or webserver (2), measured directly")
+    p.add_argument("--proxy", required=True, help="dagcache in front of that same Airflow")
+    p.add_argument("--airflow", help="the upstream's Airflow major version, 2 or 3 (default: detected)")
+    p.add_argument("--dag", help="Airflow 2: the DAG whose grid and graph the users keep open (big_dag)")
     p.add_argument("--nginx", action="store_true", help="also measure nginx proxy_cache (needs the nginx binary)")
     p.add_argument("--users", default="10,50,200", help="simulated users per step, comma-separated (10,50,200)")
     p.add_argument("--duration", default="30s", help="measured time per target and user count (30s)")
@@ -40,8 +42,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="change DAG state through Airflow while load runs; count regressions and staleness",
     )
-    p.add_argument("--audit-dag", help="the DAG --audit pauses/unpauses and triggers (default: a small one)")
-    p.add_argument("--audit-interval", default="1s", help="time between two --audit changes (whole seconds; 1s)")
+    p.add_argument(
+        "--audit-dag",
+        help="Airflow 3: the DAG --audit pauses and triggers (default: a small one); Airflow 2: the id of the DAG"
+        " --audit writes, changes and deletes (dagcache_bench_audit)",
+    )
+    p.add_argument(
+        "--audit-interval",
+        help="Airflow 3: time between two --audit changes (1s); Airflow 2: how long each definition change is"
+        " watched before the next (20s)",
+    )
+    p.add_argument(
+        "--dags-folder", help="Airflow 2 --audit: the webserver's DAGs folder (the audit DAG's file goes there)"
+    )
+    p.add_argument(
+        "--airflow-python",
+        metavar="PYTHON",
+        help="Airflow 2 --audit: Airflow's python, to store the audit DAG's file in the metadata DB as the DAG"
+        " processor does; runs with this environment (AIRFLOW_HOME, AIRFLOW__DATABASE__SQL_ALCHEMY_CONN, ...)",
+    )
+    p.add_argument(
+        "--audit-sync",
+        metavar="CMD",
+        help="Airflow 2 --audit, instead of --airflow-python: a shell command that stores {file} in the metadata DB",
+    )
     p.add_argument("--pin", action="store_true", help="pin the load generator to one core, servers to another")
     p.add_argument(
         "--server-pid",
@@ -53,7 +77,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--user", default="admin", help="Airflow user the simulated browsers log in as (admin)")
     p.add_argument("--password", default="admin", help="its password (admin)")
-    p.add_argument("--refresh", help="UI auto-refresh interval (default: the upstream's /ui/config value)")
+    p.add_argument(
+        "--refresh", help="UI auto-refresh interval (default: the upstream's, from /ui/config on 3, the DAG page on 2)"
+    )
     p.add_argument("--nginx-ttl", default="5s", help="nginx proxy_cache_valid for 200 responses (whole seconds; 5s)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (no matplotlib needed)")
 
@@ -65,7 +91,7 @@ def _options(args: argparse.Namespace) -> Options:
     try:
         users = mix.parse_users(args.users)
         duration = mix.parse_duration(args.duration)
-        audit_interval = mix.parse_duration(args.audit_interval)
+        audit_interval = mix.parse_duration(args.audit_interval) if args.audit_interval else None
         nginx_ttl = mix.parse_duration(args.nginx_ttl)
         refresh = mix.parse_duration(args.refresh) if args.refresh else None
     except ValueError as exc:
@@ -78,6 +104,17 @@ def _options(args: argparse.Namespace) -> Options:
             raise BenchError(f"--{name} must be an http(s):// URL, got {url!r}")
     if args.server_pid and not args.pin:
         raise BenchError("--server-pid only makes sense with --pin")
+    if args.airflow not in (None, "2", "3"):
+        raise BenchError(f"--airflow must be 2 or 3, got {args.airflow!r}")
+    airflow = int(args.airflow) if args.airflow else None
+    only_2 = [
+        f"--{n.replace('_', '-')}" for n in ("dag", "dags_folder", "airflow_python", "audit_sync") if getattr(args, n)
+    ]
+    if only_2 and airflow == 3:
+        raise BenchError(f"{', '.join(only_2)}: only for Airflow 2")
+    audit_only = [o for o in only_2 if o != "--dag"]
+    if audit_only and not args.audit:
+        raise BenchError(f"{', '.join(audit_only)}: only with --audit")
     return Options(
         upstream=args.upstream,
         proxy=args.proxy,
@@ -98,6 +135,11 @@ def _options(args: argparse.Namespace) -> Options:
         password=args.password,
         refresh=refresh,
         plots=not args.no_plots,
+        airflow=airflow,
+        dag=args.dag,
+        dags_folder=Path(args.dags_folder) if args.dags_folder else None,
+        airflow_python=args.airflow_python,
+        audit_sync=args.audit_sync,
     )
 
 
@@ -116,13 +158,13 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
 
-class UsageError(BenchError):
-    """Bad arguments (exit code 2)."""
-
-
 def _run(args: argparse.Namespace) -> int:
     try:
         opts = _options(args)
+        if opts.audit and opts.airflow == 2:
+            from proxy.bench.airflow2 import check_audit_options
+
+            check_audit_options(opts)
         if opts.plots:
             from proxy.bench.plots import check_matplotlib
 
@@ -136,7 +178,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from proxy.bench.runner import run as run_bench
 
-    total = len(opts.users) * opts.rounds * (3 if opts.nginx else 2)
+    total = len(opts.users) * opts.rounds * (3 if opts.nginx and opts.airflow != 2 else 2)  # the runner corrects it
     progress = Progress(total)
     phases: list[Phase] = []
     meta: dict[str, object] = {}
@@ -156,7 +198,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _write(opts: Options, phases: list[Phase], meta: dict[str, object], *, quiet: bool = False) -> None:
     table = rows(phases)
-    text = markdown(table, ratios(phases), audit=opts.audit)
+    text = markdown(table, ratios(phases), audit=opts.audit, clients=client_regressions(phases))
     header = (
         f"dagcache bench, {meta.get('date')}: Airflow {meta.get('airflow')}, dagcache {meta.get('dagcache')}"
         + (f", nginx {meta['nginx']}" if "nginx" in meta else "")

@@ -28,6 +28,7 @@ class Phase:
     staleness: list[float] | None = None  # seconds, one per observed change
     stale_missed: int | None = None  # changes never seen fresh within their window
     audit_failed: int | None = None  # --audit changes whose API call failed (not counted above)
+    audit_clients: dict[str, int] | None = None  # --audit regressions per watcher (Airflow 2)
 
     @property
     def latency(self) -> Latency:
@@ -151,6 +152,27 @@ def ratios(phases: Sequence[Phase], baseline: str = "direct") -> list[Ratio]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class ClientRegressions:
+    """``--audit`` regressions of each watcher of one target at one user count, all rounds added up."""
+
+    target: str
+    users: int
+    clients: dict[str, int]
+
+
+def client_regressions(phases: Sequence[Phase]) -> list[ClientRegressions]:
+    """Per (users, target) in the order of :func:`rows`, for the phases that counted per client."""
+    groups: dict[tuple[int, str], dict[str, int]] = {}
+    for phase in phases:
+        if phase.audit_clients is None:
+            continue
+        counts = groups.setdefault((phase.users, phase.target), {})
+        for client, n in phase.audit_clients.items():
+            counts[client] = counts.get(client, 0) + n
+    return [ClientRegressions(t, u, c) for (u, t), c in sorted(groups.items(), key=lambda kv: kv[0][0])]
+
+
 _COLUMNS: tuple[tuple[str, str], ...] = (
     ("target", "target"),
     ("users", "users"),
@@ -196,8 +218,15 @@ def fmt(value: object) -> str:
     return str(value)
 
 
-def markdown(table: Sequence[Row], ratio_rows: Sequence[Ratio] = (), *, audit: bool = False) -> str:
-    """The result table (and the paired ratios, when there are any) as GitHub markdown."""
+def markdown(
+    table: Sequence[Row],
+    ratio_rows: Sequence[Ratio] = (),
+    *,
+    audit: bool = False,
+    clients: Sequence[ClientRegressions] = (),
+) -> str:
+    """The result table (the paired ratios and the regressions per audit client, when there are any) as GitHub
+    markdown."""
     cols = columns(audit=audit)
     lines = [
         "| " + " | ".join(h for _, h in cols) + " |",
@@ -217,6 +246,17 @@ def markdown(table: Sequence[Row], ratio_rows: Sequence[Ratio] = (), *, audit: b
             lines.append(
                 f"| {r.candidate} vs {r.baseline} | {r.users} | {fmt(r.rps)} | {fmt(r.p99)} | {fmt(r.db_per_s)} |"
             )
+    if clients:
+        lines += [
+            "",
+            "Regressions per audit client (rounds added up):",
+            "",
+            "| target | users | regressions per client |",
+            "|---|---:|---|",
+        ]
+        for c in clients:
+            counts = ", ".join(f"{name}: {n}" for name, n in c.clients.items()) or "–"
+            lines.append(f"| {c.target} | {c.users} | {counts} |")
     return "\n".join(lines) + "\n"
 
 
@@ -238,6 +278,7 @@ def to_json(phases: Sequence[Phase], meta: dict[str, object], *, audit: bool) ->
         "columns": [name for name, _ in columns(audit=audit)],
         "rows": [asdict(r) for r in rows(phases)],
         "ratios": [asdict(r) for r in ratios(phases)],
+        "audit_clients": [asdict(c) for c in client_regressions(phases)],
         "phases": raw,
     }
     return json.dumps(document, indent=2, sort_keys=False)

@@ -1,4 +1,5 @@
-"""Orchestration: log in, then for each user count run interleaved rounds over the targets."""
+"""Orchestration: find the Airflow version, log in, then for each user count run interleaved rounds over the
+targets."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import platform
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,14 +17,14 @@ from typing import Any
 import aiohttp
 
 from proxy import __version__
-from proxy.bench import BenchError, mix
-from proxy.bench.auditor import Auditor
+from proxy.bench import BenchError, airflow2, airflow3, mix
+from proxy.bench.airflow import PhaseAuditor, Setup, detect_major
 from proxy.bench.cpu import CpuMeter, descendants
 from proxy.bench.dbstats import StatementCounter
 from proxy.bench.nginx import Nginx, find_nginx, nginx_version
 from proxy.bench.progress import Progress
 from proxy.bench.report import Phase
-from proxy.bench.users import Recorder, User
+from proxy.bench.users import Recorder
 from proxy.tasks import spawn
 
 DRAIN_GRACE = 15.0
@@ -43,8 +44,13 @@ class Options:
     db: str | None = None
     audit: bool = False
     audit_dag: str | None = None
-    audit_interval: float = 1.0
+    audit_interval: float | None = None  # None: the major version's default (1 s on Airflow 3, 20 s on 2)
     audit_watchers: int = 2
+    airflow: int | None = None  # the upstream's major version; None: detect it
+    dag: str | None = None  # Airflow 2: the DAG the users keep open (big_dag)
+    dags_folder: Path | None = None  # Airflow 2 --audit: where the audit DAG's file goes
+    airflow_python: str | None = None  # Airflow 2 --audit: Airflow's interpreter, to store that file
+    audit_sync: str | None = None  # Airflow 2 --audit: or a shell command that stores it
     pin: bool = False
     server_pids: list[int] = field(default_factory=list)
     upstream_pids: list[int] = field(default_factory=list)
@@ -83,42 +89,6 @@ def pin(opts: Options, progress: Progress) -> int | None:
     return server_core
 
 
-async def _login(session: aiohttp.ClientSession, upstream: str, user: str, password: str) -> str:
-    try:
-        async with session.post(upstream + "/auth/token", json={"username": user, "password": password}) as resp:
-            payload = await resp.json(content_type=None) if resp.status in (200, 201) else None
-            if not isinstance(payload, dict) or not isinstance(payload.get("access_token"), str):
-                raise BenchError(
-                    f"login as {user!r} at {upstream}/auth/token failed: HTTP {resp.status}"
-                    " (is it an Airflow 3 api-server, and are --user/--password right?)"
-                )
-            return str(payload["access_token"])
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise BenchError(f"cannot reach the upstream {upstream}: {type(exc).__name__}: {exc}") from None
-
-
-async def _tokens(upstream: str, count: int, user: str, password: str) -> list[str]:
-    """One token per simulated user (each browser logs in once; tokens live 24 h)."""
-    limit = asyncio.Semaphore(8)
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-
-        async def one() -> str:
-            async with limit:
-                return await _login(session, upstream, user, password)
-
-        return list(await asyncio.gather(*(one() for _ in range(count))))
-
-
-async def _get_json(session: aiohttp.ClientSession, url: str, token: str) -> object:
-    try:
-        async with session.get(url, headers={"Authorization": f"Bearer {token}"}) as resp:
-            if resp.status != 200:
-                raise BenchError(f"GET {url} -> HTTP {resp.status}")
-            return await resp.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise BenchError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from None
-
-
 async def run(opts: Options, progress: Progress, phases: list[Phase], meta: dict[str, object]) -> None:
     """Run the whole benchmark, appending each measured slot to ``phases`` and filling ``meta`` (so an
     interrupted run still has what it measured)."""
@@ -138,20 +108,17 @@ async def run(opts: Options, progress: Progress, phases: list[Phase], meta: dict
         "notes": [],
     }
     notes: list[str] = meta["notes"]  # type: ignore[assignment]
-    tokens = await _tokens(upstream, max(opts.users), opts.user, opts.password)
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as probe:
-        version = await _get_json(probe, upstream + "/api/v2/version", tokens[0])
-        meta["airflow"] = version.get("version") if isinstance(version, dict) else None
-        await _get_json(probe, proxy_url + "/api/v2/version", tokens[0])
-        config = await _get_json(probe, upstream + "/ui/config", tokens[0])
-        listing = await _get_json(probe, upstream + "/ui/dags?limit=100", tokens[0])
-    refresh = opts.refresh
-    if refresh is None:
-        interval = config.get("auto_refresh_interval") if isinstance(config, dict) else None
-        refresh = float(interval) if isinstance(interval, int | float) and interval > 0 else mix.DEFAULT_REFRESH
-    meta["auto_refresh_interval_s"] = refresh
-    dag_ids = mix.dag_ids_of(listing)
-    meta["dags"] = len(dag_ids)
+    major = opts.airflow or await detect_major(upstream)
+    meta["airflow_major"] = major
+    if major == 2:
+        setup = await airflow2.prepare(opts, upstream, proxy_url)
+    else:
+        setup = await airflow3.prepare(opts, upstream, proxy_url)
+    meta["airflow"] = setup.version
+    meta["auto_refresh_interval_s"] = setup.refresh
+    meta["dags"] = setup.dags
+    meta.update(setup.meta)
+    notes.extend(setup.notes)
 
     counter: StatementCounter | None = None
     if opts.db:
@@ -170,7 +137,14 @@ async def run(opts: Options, progress: Progress, phases: list[Phase], meta: dict
 
     targets = [Target("direct", upstream), Target("dagcache", proxy_url)]
     nginx: Nginx | None = None
-    if opts.nginx:
+    if opts.nginx and major == 2:
+        message = (
+            "--nginx: not measured against Airflow 2, whose views answer Cache-Control: no-store and re-set the"
+            " session cookie, so proxy_cache would store nothing"
+        )
+        progress.note(message)
+        notes.append(message)
+    elif opts.nginx:
         binary = find_nginx()
         if binary is None:
             message = "--nginx: no nginx binary found (apt install nginx); measuring without it"
@@ -182,25 +156,21 @@ async def run(opts: Options, progress: Progress, phases: list[Phase], meta: dict
             meta["nginx"] = nginx_version(binary)
             targets.append(Target("nginx", nginx.url))
 
-    auditor: Auditor | None = None
+    progress.total = len(opts.users) * opts.rounds * len(targets)
+    auditor = setup.auditor
     sessions = {
         t.name: aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=mix.BROWSER_CONNECTIONS * max(opts.users), limit_per_host=0),
             timeout=aiohttp.ClientTimeout(total=60),
             auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),  # each user sends its own credential; none is shared
         )
         for t in targets
     }
     try:
-        if opts.audit:
-            dag = opts.audit_dag or next((d for d in reversed(dag_ids) if d not in mix.HEAVY_DAGS), None)
-            if dag is None:
-                raise BenchError("--audit: the upstream lists no DAG to change (use --audit-dag)")
-            auditor = Auditor(
-                upstream, tokens[0], dag, interval=opts.audit_interval, watchers=opts.audit_watchers, poll=0.05
-            )
+        if auditor is not None:
             await auditor.open()
-            meta["audit_dag"] = dag
+            meta["audit_dag"] = auditor.dag_id
         per_round = opts.duration / opts.rounds
         for users in opts.users:
             for round_ in range(opts.rounds):
@@ -213,8 +183,7 @@ async def run(opts: Options, progress: Progress, phases: list[Phase], meta: dict
                         round_,
                         per_round,
                         sessions[target.name],
-                        tokens,
-                        refresh,
+                        setup,
                         opts,
                         counter,
                         cpu,
@@ -227,7 +196,7 @@ async def run(opts: Options, progress: Progress, phases: list[Phase], meta: dict
                         f"{phase.requests} req in {phase.seconds:.1f} s, {phase.errors} err"
                         + (f", p99 {p99:.0f} ms" if p99 is not None else "")
                     )
-                    await _settle(sessions["direct"], upstream, tokens[0], opts.settle)
+                    await _settle(sessions["direct"], upstream + setup.settle_path, setup.settle_headers, opts.settle)
     finally:
         for session in sessions.values():
             await session.close()
@@ -240,20 +209,17 @@ async def run(opts: Options, progress: Progress, phases: list[Phase], meta: dict
             await counter.close()
 
 
-async def _settle(session: aiohttp.ClientSession, upstream: str, token: str, pause: float) -> None:
+async def _settle(session: aiohttp.ClientSession, url: str, headers: Mapping[str, str], pause: float) -> None:
     """Let the upstream work off what the last phase left queued: wait ``pause``, then until an
-    authenticated ``/api/v2/version`` answers within half a second (at most 60 s)."""
+    authenticated cheap request (``/api/v2/version``, ``/api/v1/version``) answers within half a second
+    (at most 60 s)."""
     await asyncio.sleep(pause)
     loop = asyncio.get_running_loop()
     give_up = loop.time() + 60.0
     while loop.time() < give_up:
         started = loop.time()
         try:
-            async with session.get(
-                upstream + "/api/v2/version",
-                headers={"Authorization": f"Bearer {token}"},
-                timeout=aiohttp.ClientTimeout(total=10),
-            ) as resp:
+            async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as resp:
                 await resp.read()
         except (aiohttp.ClientError, TimeoutError):
             await asyncio.sleep(0.5)
@@ -269,12 +235,11 @@ async def _phase(
     round_: int,
     seconds: float,
     session: aiohttp.ClientSession,
-    tokens: Sequence[str],
-    refresh: float,
+    setup: Setup,
     opts: Options,
     counter: StatementCounter | None,
     cpu: CpuMeter | None,
-    auditor: Auditor | None,
+    auditor: PhaseAuditor | None,
     progress: Progress,
 ) -> Phase:
     loop = asyncio.get_running_loop()
@@ -286,9 +251,7 @@ async def _phase(
     deadline = start + seconds
     tasks = [
         spawn(
-            User(i, session, target.url, tokens[i], recorder, refresh=refresh, dwell=opts.dwell).run(
-                deadline, start_delay=refresh * i / users
-            ),
+            setup.user(i, session, target.url, recorder).run(deadline, start_delay=setup.refresh * i / users),
             name=f"bench-user-{i}",
         )
         for i in range(users)

@@ -1,4 +1,7 @@
-"""Simulated browser users of the Airflow 3 UI (aiohttp): one coroutine per user, :mod:`proxy.bench.mix` paths."""
+"""Simulated browser users of the Airflow 3 UI (aiohttp): one coroutine per user, :mod:`proxy.bench.mix` paths.
+
+:class:`Browser` (connections, timing, recording) is shared with the Airflow 2 users of :mod:`proxy.bench.users2`.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import asyncio
 import json
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -44,7 +47,7 @@ class Recorder:
         p.requests += 1
         key = str(status)
         p.statuses[key] = p.statuses.get(key, 0) + 1
-        if status >= 400:
+        if status >= 300:  # no view the bench requests redirects, except Airflow 2's to /login/ (a lost session)
             p.errors += 1
         else:
             p.latencies.append(received - sent)
@@ -72,30 +75,28 @@ class Recorder:
 _PARSED = (mix.is_grid_runs, mix.is_latest_run, mix.is_details, lambda p: p.startswith("/ui/dags?dag_runs_limit=14"))
 
 
-class User:
-    """One browser tab: opens the app and the DAG list, then DAGs, and keeps polling like the UI."""
+class Browser:
+    """One browser tab's connections: at most :data:`~proxy.bench.mix.BROWSER_CONNECTIONS` requests at a time,
+    each timed from sending to the last body byte and recorded; ``headers`` carry its credential."""
 
     def __init__(
         self,
         index: int,
         session: aiohttp.ClientSession,
         base_url: str,
-        token: str,
+        headers: Mapping[str, str],
         recorder: Recorder,
-        *,
-        refresh: float = mix.DEFAULT_REFRESH,
-        dwell: int = 20,
-        heavy: Sequence[str] = mix.HEAVY_DAGS,
     ) -> None:
         self.index = index
         self._session = session
         self._base = base_url.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {token}", "Accept-Encoding": ACCEPT_ENCODING}
+        self._headers = {**headers, "Accept-Encoding": ACCEPT_ENCODING}
         self._recorder = recorder
-        self._refresh = refresh
-        self._dwell = dwell
-        self._heavy = heavy
         self._limit = asyncio.Semaphore(mix.BROWSER_CONNECTIONS)
+
+    def parses(self, path: str) -> bool:
+        """Whether the bench needs the JSON of ``path`` (then :meth:`get` returns it)."""
+        return False
 
     async def get(self, path: str) -> object:
         """One request; the parsed JSON when the bench needs it, else None."""
@@ -103,11 +104,11 @@ class User:
             sent = time.monotonic()
             self._recorder.in_flight += 1
             try:
-                async with self._session.get(self._base + path, headers=self._headers) as resp:
+                async with self._session.get(self._base + path, headers=self._headers, allow_redirects=False) as resp:
                     body = await resp.read()
                     received = time.monotonic()
                     self._recorder.response(self.index, sent, received, resp.status, resp.headers)
-                    if resp.status == 200 and any(test(path) for test in _PARSED):
+                    if resp.status == 200 and self.parses(path):
                         return decode(body, resp.headers.get("Content-Encoding"))
                     return None
             except (aiohttp.ClientError, TimeoutError) as exc:
@@ -120,6 +121,30 @@ class User:
         """Paths issued together (as React Query does on mount), at most 6 at a time."""
         results = await asyncio.gather(*(self.get(p) for p in paths))
         return dict(zip(paths, results, strict=True))
+
+
+class User(Browser):
+    """One Airflow 3 browser tab: opens the app and the DAG list, then DAGs, and keeps polling like the UI."""
+
+    def __init__(
+        self,
+        index: int,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        headers: Mapping[str, str],
+        recorder: Recorder,
+        *,
+        refresh: float = mix.DEFAULT_REFRESH,
+        dwell: int = 20,
+        heavy: Sequence[str] = mix.HEAVY_DAGS,
+    ) -> None:
+        super().__init__(index, session, base_url, headers, recorder)
+        self._refresh = refresh
+        self._dwell = dwell
+        self._heavy = heavy
+
+    def parses(self, path: str) -> bool:
+        return any(test(path) for test in _PARSED)
 
     async def run(self, deadline: float, start_delay: float = 0.0) -> None:
         loop = asyncio.get_running_loop()

@@ -48,6 +48,32 @@ def test_missing_matplotlib_is_one_clear_line_before_any_connection(tmp_path: Pa
         (["--duration", "soon"], "a duration looks like 30s, 2m, 500ms or 10 (seconds), got 'soon'"),
         (["--rounds", "0"], "--rounds must be at least 1, got 0"),
         (["--server-pid", "1"], "--server-pid only makes sense with --pin"),
+        (["--airflow", "4"], "--airflow must be 2 or 3, got '4'"),
+        (["--airflow", "3", "--dag", "big_dag"], "--dag: only for Airflow 2"),
+        (
+            ["--dags-folder", "/tmp", "--airflow-python", "python3"],
+            "--dags-folder, --airflow-python: only with --audit",
+        ),
+        (
+            ["--airflow", "2", "--audit", "--airflow-python", "python3"],
+            "--audit on Airflow 2 needs --dags-folder (the webserver's DAGs folder)",
+        ),
+        (
+            ["--airflow", "2", "--audit", "--dags-folder", "/tmp"],
+            "--audit on Airflow 2 needs either --airflow-python or --audit-sync (one of them)",
+        ),
+        (
+            ["--airflow", "2", "--audit", "--dags-folder", "/tmp", "--airflow-python", "p", "--audit-sync", "true"],
+            "--audit on Airflow 2 needs either --airflow-python or --audit-sync (one of them)",
+        ),
+        (
+            ["--airflow", "2", "--audit", "--dags-folder", "/tmp", "--airflow-python", "/nonexistent/python"],
+            "--airflow-python /nonexistent/python: no such executable",
+        ),
+        (
+            ["--airflow", "2", "--audit", "--dags-folder", "/tmp", "--audit-sync", "true", "--audit-dag", "../x"],
+            "--audit-dag must be letters, digits, '_', '-' or '.', got '../x'",
+        ),
     ],
 )
 def test_bad_arguments_are_one_line_with_exit_code_2(tmp_path: Path, args: list[str], message: str):

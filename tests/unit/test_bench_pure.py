@@ -7,7 +7,7 @@ import pytest
 from tests.conftest import REPO
 from tests.unit.test_layering import IO_LIBS, _imports
 
-PURE = ["stats", "mix", "report", "nginxconf", "audit"]
+PURE = ["stats", "mix", "mix2", "report", "nginxconf", "audit", "audit2"]
 
 
 @pytest.mark.parametrize("name", PURE)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from proxy.bench.report import Phase, columns, fmt, markdown, ratios, rows, summarize, to_json
+from proxy.bench.report import Phase, client_regressions, columns, fmt, markdown, ratios, rows, summarize, to_json
 
 
 def phase(
@@ -102,3 +102,24 @@ def test_json_keeps_the_raw_figures():
     assert document["phases"][0]["p50_ms"] == pytest.approx(2.0)
     assert document["rows"][0]["rps"] == pytest.approx(0.3)
     assert "staleness" not in document["phases"][0]
+
+
+def test_regressions_per_audit_client_add_up_over_rounds_and_show_side_by_side():
+    phases = [phase(t, 2, r, requests=10) for r in (0, 1) for t in ("direct", "dagcache")]
+    phases[0].audit_clients = {"watcher 0": 5, "watcher 1": 7}
+    phases[1].audit_clients = {"watcher 0": 0, "watcher 1": 0}
+    phases[2].audit_clients = {"watcher 0": 1, "watcher 1": 0}
+    phases[3].audit_clients = {"watcher 0": 0, "watcher 1": 0}
+    clients = client_regressions(phases)
+    assert [(c.target, c.users, c.clients) for c in clients] == [
+        ("direct", 2, {"watcher 0": 6, "watcher 1": 7}),
+        ("dagcache", 2, {"watcher 0": 0, "watcher 1": 0}),
+    ]
+    text = markdown(rows(phases), audit=True, clients=clients)
+    assert "| direct | 2 | watcher 0: 6, watcher 1: 7 |" in text
+    assert "| dagcache | 2 | watcher 0: 0, watcher 1: 0 |" in text
+    assert "per audit client" not in markdown(rows(phases), audit=True)  # Airflow 3: not counted per client
+    assert json.loads(to_json(phases, {}, audit=True))["audit_clients"][0]["clients"] == {
+        "watcher 0": 6,
+        "watcher 1": 7,
+    }
