@@ -50,6 +50,7 @@ class AuditLog2:
     seen: list[Seen] = field(default_factory=list)
     generations: dict[int, MonotoneWatch] = field(default_factory=dict)
     failed: int = 0  # changes whose write or store failed
+    unprimed: int = 0  # pairs whose A no priming request showed: not stored, or every worker still held the DAG
 
     def apply(self, phase: Phase, user_regressions: int) -> None:
         per_client = regressions(self.seen)
@@ -59,6 +60,7 @@ class AuditLog2:
         phase.staleness = result.seconds
         phase.stale_missed = result.missed
         phase.audit_failed = self.failed
+        phase.audit_unprimed = self.unprimed
         phase.regressions = user_regressions + sum(per_client.values())
         phase.audit_clients = {f"watcher {c}": n for c, n in sorted(per_client.items())}
 
@@ -185,7 +187,8 @@ class Auditor2:
             try:
                 primer = await self._change_once(log, primer=True)
                 if primer is not None:
-                    await self._prime(primer.variant)
+                    if not await self._prime(primer.variant):
+                        log.unprimed += 1
                     await asyncio.sleep(1.0)
                 await self._change_once(log, primer=False)
             finally:
@@ -205,14 +208,16 @@ class Auditor2:
         log.changes.append(change)
         return change
 
-    async def _prime(self, variant: int) -> None:
-        """Requests straight to the webserver, two at a time on new connections, until one shows ``variant``."""
+    async def _prime(self, variant: int) -> bool:
+        """Requests straight to the webserver, two at a time on new connections, until one shows ``variant``
+        (True) or :data:`PRIME_ROUNDS` rounds did not (False)."""
         url = self._upstream + mix2.tasks(self.dag_id)
         for _ in range(PRIME_ROUNDS):
             bodies = await asyncio.gather(self._fetch(url), self._fetch(url))
             if any((v := variant_of(b)) is not None and v >= variant for b in bodies):
-                return
+                return True
             await asyncio.sleep(0.2)
+        return False
 
     async def _watch(self, base_url: str, client: int, deadline: float, log: AuditLog2) -> None:
         loop = asyncio.get_running_loop()

@@ -64,7 +64,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--audit-sync",
         metavar="CMD",
-        help="Airflow 2 --audit, instead of --airflow-python: a shell command that stores {file} in the metadata DB",
+        help="Airflow 2 --audit, instead of --airflow-python: a shell command that stores {file} (its path; {name}:"
+        " its name) in the metadata DB",
     )
     p.add_argument("--pin", action="store_true", help="pin the load generator to one core, servers to another")
     p.add_argument(

@@ -29,6 +29,7 @@ class Phase:
     stale_missed: int | None = None  # changes never seen fresh within their window
     audit_failed: int | None = None  # --audit changes whose API call failed (not counted above)
     audit_clients: dict[str, int] | None = None  # --audit regressions per watcher (Airflow 2)
+    audit_unprimed: int | None = None  # Airflow 2 --audit pairs whose first change the webserver never showed
 
     @property
     def latency(self) -> Latency:

@@ -10,7 +10,9 @@ Two ways, one per CLI option:
   processor would not. ``airflow dags reserialize`` is no substitute: on Airflow 2 it first deletes every
   serialized DAG.
 * :class:`ShellSyncer` (``--audit-sync CMD``): any shell command, run once per change with ``{file}`` replaced
-  by the file's path (quoted), e.g. through ``docker exec`` or ``kubectl exec``; exit status 0 means stored.
+  by the file's path and ``{name}`` by its name (both quoted), e.g. through ``docker exec`` or ``kubectl exec``
+  where the DAGs folder has another path; exit status 0 means stored. It pays Airflow's import on every change
+  (seconds), which delays B after A: past ~9 s the primed workers have reloaded and nothing flaps.
 
 The helper's and the commands' own output goes to ``DIR/audit-sync.log``.
 """
@@ -157,7 +159,7 @@ class ShellSyncer:
         return None
 
     async def sync(self, path: Path) -> None:
-        command = self._command.replace("{file}", shlex.quote(str(path)))
+        command = self._command.replace("{file}", shlex.quote(str(path))).replace("{name}", shlex.quote(path.name))
         with self._log_path.open("ab") as log:
             log.write(f"$ {command}\n".encode())
             log.flush()

@@ -159,6 +159,7 @@ def test_an_airflow2_run_counts_definition_regressions_per_client_next_to_dagcac
     clients = {c["target"]: c["clients"] for c in document["audit_clients"]}
     assert set(clients["direct"]) == set(clients["dagcache"]) == {"watcher 0", "watcher 1"}
     assert set(clients["dagcache"].values()) == {0}
+    assert all(phase["audit_failed"] == phase["audit_unprimed"] == 0 for phase in document["phases"])
     statuses = {s for phase in document["phases"] for s in phase["statuses"]}
     assert statuses == {"200"}  # the cookies held: no redirect to /login/
     print(f"direct regressions {clients['direct']}, dagcache {clients['dagcache']}")
