@@ -339,3 +339,31 @@ def test_airflow2_demo_serves_big_dag_views_through_the_cache_and_cleans_up(
     removed = _clean(demo.directory)
     assert f"PostgreSQL database {instance_name(demo.directory)}" in removed
     assert instance_name(demo.directory) not in asyncio.run(_databases(postgres_admin_url))
+
+
+def test_airflow2_demo_on_sqlite_caches_the_ui_for_a_session_and_restarts_without_a_new_user(
+    start_demo: StartDemo,
+) -> None:
+    args = ("--airflow", "2", "--sqlite", "--no-redis")
+    demo = start_demo(*args)
+    banner = demo.stdout.read_text()
+    assert "SQLite" in banner and "embedded in-process store" in banner
+    cookie = {"Cookie": _login_through_the_proxy(demo)}
+    for view in (f"/object/graph_data?dag_id={BIG_DAG_ID}", f"/object/grid_data?dag_id={BIG_DAG_ID}&num_runs=25"):
+        status, headers, body = _first_cached(demo.base + view, cookie)
+        assert (status, headers.get("X-Cache")) == (200, "MISS"), (view, demo.output())
+        status, headers, cached = _request(demo.base + view, headers=cookie)
+        assert (status, headers.get("X-Cache"), cached) == (200, "HIT", body), view
+    _stop(demo, signal.SIGTERM)
+
+    # A restart skips the setup (the FAB user is not created again) and the same login and session still work.
+    again = start_demo(*args, directory=demo.directory)
+    assert again.password == demo.password
+    assert "airflow users create" not in again.stderr.read_text()
+    status, headers, _ = _first_cached(f"{again.base}/api/v1/dags/{BIG_DAG_ID}/tasks", _basic(again))
+    assert (status, headers.get("X-Cache")) == (200, "MISS"), again.output()
+    graph = f"{again.base}/object/graph_data?dag_id={BIG_DAG_ID}"
+    assert _request(graph, headers=cookie)[1].get("X-Cache") == "MISS"  # a new embedded store
+    assert _request(graph, headers=cookie)[1].get("X-Cache") == "HIT"
+    _stop(again, signal.SIGINT)
+    assert "removed" in _clean(demo.directory)
