@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 
 from aiohttp import web
+from multidict import MultiMapping
 
 from cache import (
     CachedResponse,
@@ -38,6 +39,7 @@ from proxy.airflow.profiles import table_for
 from proxy.config import CacheConfig, ServerConfig, VersionsConfig
 from proxy.errors import UpstreamError
 from proxy.forwarding import BYPASS_HEADER
+from proxy.hitwire import LaneAnswer, serialize_head
 from proxy.metrics import note_fill
 from proxy.negotiate import choose
 from proxy.policy import Cacheable, PassThrough, decide, is_storable, write_effects
@@ -143,6 +145,9 @@ class CacheLayer:
         self._shadow = config.mode == "shadow"
         self._hot: dict[tuple[object, ...], tuple[Cacheable, CacheKey, float]] = {}
         self._hot_map: object = None
+        # The hit lane reads entries from the in-process store only (L1, or the embedded store without Redis).
+        self._memory = l1 if l1 is not None else shared if isinstance(shared, MemoryCacheStore) else None
+        self._lane_answers: dict[tuple[str, str | None, bool], tuple[CachedResponse | None, LaneAnswer]] = {}
         # Everything a decision reads from the request besides its target: the credential headers and
         # every header some route keys by.
         self._hot_headers = ("authorization", "cookie", *sorted({h for r in table.routes for h in r.vary}))
@@ -150,15 +155,17 @@ class CacheLayer:
         self.counters = CacheCounters()
 
     def _decide(self, request: web.Request, now: float) -> Cacheable | PassThrough:
-        return self._decide_until(request, now)[0]
+        return self._decide_until(request.method, request.raw_path, request.headers, now)[0]
 
-    def _decide_until(self, request: web.Request, now: float) -> tuple[Cacheable | PassThrough, float]:
+    def _decide_until(
+        self, method: str, raw_path: str, request_headers: MultiMapping[str], now: float
+    ) -> tuple[Cacheable | PassThrough, float]:
         """The decision, and until when (epoch seconds) the same request gets the same one under the same
         version map (``-inf``: do not reuse it)."""
-        headers = list(request.headers.items())
+        headers = list(request_headers.items())
         current = self._versions.current
         table = table_for(self._profile, current, self._table)
-        target = normalize_target(request.raw_path, self._base_path, table)
+        target = normalize_target(raw_path, self._base_path, table)
         valid_until = -math.inf
         if table is routes2.TABLE:
             revoked = current.revoked if current is not None else {}
@@ -176,7 +183,7 @@ class CacheLayer:
         if isinstance(scope, Scope) and current is not None:  # Airflow 2 scopes never expire by themselves
             valid_until = min(scope.valid_until, current.polled_at + self._max_version_age)
         decision = decide(
-            request.method,
+            method,
             target,
             scope,
             current,
@@ -187,7 +194,9 @@ class CacheLayer:
         )
         return decision, valid_until
 
-    def _hot_decision(self, request: web.Request, now: float) -> tuple[Cacheable, CacheKey] | tuple[PassThrough, None]:
+    def _hot_decision(
+        self, method: str, raw_path: str, headers: MultiMapping[str], now: float
+    ) -> tuple[Cacheable, CacheKey] | tuple[PassThrough, None]:
         """:meth:`_decide` plus the key, reused for repeats of one request (same target, credentials and keyed
         headers) under one version map while the credential's checks and the map's freshness still hold.
 
@@ -197,16 +206,16 @@ class CacheLayer:
         current = self._versions.current
         if current is not self._hot_map:
             self._hot.clear()
+            self._lane_answers.clear()  # they hold the map's generation
             self._hot_map = current
-        headers = request.headers
         memo_key = (
-            request.raw_path,
+            raw_path,
             *(tuple(headers.getall(name, ())) for name in self._hot_headers),
         )
         found = self._hot.get(memo_key)
         if found is not None and now < found[2]:
             return found[0], found[1]
-        decision, valid_until = self._decide_until(request, now)
+        decision, valid_until = self._decide_until(method, raw_path, headers, now)
         if not isinstance(decision, Cacheable):
             return decision, None
         parts = decision.key_parts
@@ -224,7 +233,7 @@ class CacheLayer:
         # Only GET is ever cached: writes and the Execution API skip normalization and scope work entirely.
         if request.method != "GET":
             return await self._pass(request, None)
-        decision, key = self._hot_decision(request, time.time())
+        decision, key = self._hot_decision(request.method, request.raw_path, request.headers, time.time())
         if not isinstance(decision, Cacheable):
             return await self._pass(request, decision.reason)
         assert key is not None
@@ -434,17 +443,85 @@ class CacheLayer:
         self, request: web.Request, entry: CachedResponse, etag: str, generation: str, outcome: str
     ) -> web.Response:
         body, coding = choose(entry, request.headers.get("Accept-Encoding"))
+        return self._entry_response(request.method, entry, body, coding, etag, generation, outcome)
+
+    def _entry_response(
+        self,
+        method: str,
+        entry: CachedResponse,
+        body: bytes,
+        coding: str | None,
+        etag: str,
+        generation: str,
+        outcome: str,
+    ) -> web.Response:
         headers = self._validators(etag, generation, outcome)
         for name, value in entry.headers:
             headers[name] = value
         if coding is not None:
             headers["Content-Encoding"] = coding
         response = web.Response(status=entry.status, headers=headers)
-        if request.method == "HEAD":
+        if method == "HEAD":
             response.content_length = len(body)
         else:
             response.body = body
         return response
+
+    # ----- the hit lane (proxy.hitlane) ------------------------------------------------------------------------
+
+    def lane_answer(self, raw_path: str, headers: MultiMapping[str], now: float) -> LaneAnswer | None:
+        """What :meth:`handle` answers to a plain ``GET`` when that answer needs no I/O: a 304 for a matching
+        ``If-None-Match``, or a HIT from the in-process store. Same decision (:meth:`_hot_decision`), headers,
+        body and counters as :meth:`handle`; ``None`` for anything else (the full path answers it: bypass
+        header, shadow mode, pass-through, stale versions, an entry only Redis has, a miss)."""
+        memory = self._memory
+        if memory is None or self._shadow or BYPASS_HEADER in headers:
+            return None
+        decision, key = self._hot_decision("GET", raw_path, headers, now)
+        if key is None or not isinstance(decision, Cacheable) or decision.stale:
+            return None
+        etag = key.etag()
+        if _matches(headers.get("If-None-Match"), etag):
+            answer = self._lane_answer_for(etag, None, None, decision)
+            if answer is not None:
+                self.counters.not_modified += 1
+            return answer
+        entry = memory.lookup(key.render())
+        if entry is None:
+            return None
+        answer = self._lane_answer_for(etag, entry, headers.get("Accept-Encoding"), decision)
+        if answer is not None:
+            self.counters.hits += 1
+        return answer
+
+    def _lane_answer_for(
+        self, etag: str, entry: CachedResponse | None, accept_encoding: str | None, decision: Cacheable
+    ) -> LaneAnswer | None:
+        """The lane's answer with ``entry`` for this ``Accept-Encoding`` (the 304 when ``entry`` is None): the
+        bytes aiohttp sends for :meth:`_entry_response`, remembered per entry and header value under the current
+        version map (it is part of the headers). None if aiohttp would add a header of its own."""
+        memo_key = (etag, accept_encoding, entry is None)
+        found = self._lane_answers.get(memo_key)
+        if found is not None and found[0] is entry:
+            return found[1]
+        generation = str(decision.generation)
+        if entry is None:
+            response = web.Response(status=304, headers=self._validators(etag, generation, "HIT"))
+            body, length, outcome = b"", None, "304"
+        else:
+            body, coding = choose(entry, accept_encoding)
+            response = self._entry_response("GET", entry, body, coding, etag, generation, "HIT")
+            length, outcome = len(body), "HIT"
+            if length and "Content-Type" not in response.headers:
+                return None  # aiohttp would add a default Content-Type: let it answer
+        head = serialize_head(response.status, response.headers.items(), length)
+        if head is None:
+            return None
+        answer = LaneAnswer(head, body, response.status, decision.route.name, outcome, etag)
+        if len(self._lane_answers) >= _HOT_ENTRIES:
+            self._lane_answers.clear()
+        self._lane_answers[memo_key] = (entry, answer)
+        return answer
 
     async def _after_write(self, request: web.Request, status: int) -> None:
         """Read-your-writes: a successful write through the proxy bumps what it changed, at once."""

@@ -72,6 +72,7 @@ class ServerConfig(_Section):
     shutdown_grace: float = Field(30.0, ge=0, le=3600)
     keepalive_timeout: float = Field(75.0, ge=0, le=3600)
     event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    hit_lane: bool = True
 
     @field_validator("base_path")
     @classmethod

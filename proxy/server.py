@@ -12,23 +12,143 @@ import asyncio
 import logging
 import signal
 import socket
-from collections.abc import Awaitable, Callable
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, cast
 
-from aiohttp import web, web_protocol
+from aiohttp import __version__ as aiohttp_version, web, web_protocol
+from aiohttp.http import RawRequestMessage
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
+from aiohttp.http_parser import HttpRequestParser
 
-from proxy.app import create_app
+from proxy.app import CACHE, SETTINGS, TELEMETRY, create_app, limits_of
 from proxy.config import Settings
 from proxy.errors import RequestRejected
+from proxy.hitlane import HitLane, LaneRequest, LaneResponse
 from proxy.limits import headers_too_large, malformed, url_too_long
 from proxy.logs import AccessLogger
 
 log = logging.getLogger("proxy.server")
 
+_MAX_MSG_QUEUE_SIZE: int = getattr(web_protocol, "MAX_MSG_QUEUE_SIZE", 32)  # where aiohttp's parser pauses
+
+
+class _Parsed:
+    """Stands in for the parser while aiohttp's ``data_received`` takes what the hit lane left: the messages
+    (and upgrade state) already parsed, or the parser's error."""
+
+    __slots__ = ("_error", "_result")
+
+    def __init__(self, result: tuple[Sequence[Any], bool, bytes], error: HttpProcessingError | None) -> None:
+        self._result = result
+        self._error = error
+
+    def feed_data(self, data: bytes) -> tuple[Sequence[Any], bool, bytes]:
+        result, error = self._result, self._error
+        self._result, self._error = ((), False, b""), None  # once: nothing is handed over twice
+        if error is not None:
+            raise error
+        return result
+
 
 class _ProxyRequestHandler(web_protocol.RequestHandler):
-    """aiohttp's connection protocol, with parser errors answered as JSON and logged in one line."""
+    """aiohttp's connection protocol, with parser errors answered as JSON and logged in one line, and the hit
+    lane (:mod:`proxy.hitlane`) in front of aiohttp's request queue."""
+
+    __slots__ = ("_lane",)
+
+    def __init__(self, manager: web.Server, *, lane: HitLane | None = None, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._lane = lane
+
+    def data_received(self, data: bytes) -> None:
+        lane = self._lane
+        waiter = self._waiter
+        if (
+            lane is None
+            or waiter is None  # aiohttp is not waiting for a request: queued, in progress or starting
+            or waiter.done()
+            or self._messages
+            or self._payload_parser is not None
+            or self._upgraded
+            or self._force_close
+            or self._close
+            or self._paused  # writes paused: aiohttp's handlers wait for the drain
+            or self._buffer_paused  # reads paused: aiohttp's queue is full
+            or self.transport is None
+        ):
+            super().data_received(data)
+            return
+        self._lane_received(lane, data)
+
+    def _lane_received(self, lane: HitLane, data: bytes) -> None:
+        """Answer the hits at the head of ``data`` and hand everything from the first other message on to
+        aiohttp. Called only while aiohttp is idle, so every message the parser parsed before was consumed."""
+        parser = self._parser
+        assert parser is not None and self.transport is not None
+        transport = self.transport
+        answered = 0
+        pending: list[Any] = []  # parsed, not answered here: aiohttp's, in order
+        upgraded, tail = False, b""
+        while True:
+            try:
+                messages, upgraded, tail = parser.feed_data(data)
+            except HttpProcessingError as exc:
+                if pending:
+                    self._hand_over((pending, False, b""), None)
+                self._hand_over(((), False, b""), exc)
+                pending, upgraded, tail = [], False, b""
+                break
+            # The parser stops at _MAX_MSG_QUEUE_SIZE messages not yet consumed, keeping the rest of the data.
+            stopped = len(pending) + len(messages) >= _MAX_MSG_QUEUE_SIZE
+            for item in messages:
+                message = item[0]
+                started = time.perf_counter()
+                if pending or self._paused or not isinstance(message, RawRequestMessage):
+                    pending.append(item)
+                    continue
+                answer = lane.answer(message)
+                if answer is None:
+                    pending.append(item)
+                    continue
+                transport.write(answer.head + lane.tail + answer.body)
+                parser.message_consumed()
+                answered += 1
+                seconds = time.perf_counter() - started
+                lane.record(answer, seconds)
+                if self._logging_enabled and self.access_logger is not None:
+                    request = LaneRequest(message, answer, _remote(self.peername))
+                    self.access_logger.log(
+                        cast(web.BaseRequest, request),
+                        cast(web.StreamResponse, LaneResponse(answer, lane.tail)),
+                        seconds,
+                    )
+            if upgraded or tail or not stopped or len(pending) >= _MAX_MSG_QUEUE_SIZE:
+                break  # (a full queue: aiohttp pauses reading and feeds the parser again once it drained)
+            data = b""  # the parser stopped at its limit but has room again: go on with what it kept
+        if pending or upgraded or tail:
+            self._hand_over((pending, upgraded, tail), None)
+        if answered:
+            self._request_count += answered
+            if self._manager is not None:
+                self._manager.requests_count += answered
+            if self._keepalive_timeout > 0:  # as aiohttp does after each request it answers
+                loop = self._loop
+                close_time = loop.time() + self._keepalive_timeout
+                self._next_keepalive_close_time = close_time
+                if self._keepalive_handle is None:
+                    self._keepalive_handle = loop.call_at(close_time, self._process_keepalive)
+
+    def _hand_over(self, result: tuple[Sequence[Any], bool, bytes], error: HttpProcessingError | None) -> None:
+        """aiohttp's own ``data_received`` on what the lane parsed but does not answer (queued, upgrade and
+        error handling exactly as without the lane)."""
+        parser = self._parser
+        self._parser = cast(Any, _Parsed(result, error))
+        try:
+            super().data_received(b"")
+        finally:
+            if self._parser is not None:  # None: the connection was lost meanwhile
+                self._parser = parser
 
     def handle_error(
         self,
@@ -63,23 +183,38 @@ def _parser_rejection(exc: HttpProcessingError, max_line_size: int) -> RequestRe
     return malformed(f"malformed HTTP request: {exc.message or type(exc).__name__}")
 
 
+def _remote(peername: object) -> str | None:
+    """``request.remote`` as aiohttp derives it from the peer name."""
+    if peername is None:
+        return None
+    if isinstance(peername, (list, tuple)):
+        return str(peername[0])
+    return str(peername)
+
+
 class _ProxyServer(web.Server):
+    lane: HitLane | None = None
+
     def __call__(self) -> web_protocol.RequestHandler:
-        return _ProxyRequestHandler(self, loop=self._loop, **self._kwargs)
+        return _ProxyRequestHandler(self, loop=self._loop, lane=self.lane, **self._kwargs)
 
 
 class ProxyRunner(web.AppRunner):
-    """An ``AppRunner`` whose connections use :class:`_ProxyRequestHandler`."""
+    """An ``AppRunner`` whose connections use :class:`_ProxyRequestHandler`, with the hit lane when the app has
+    a cache layer (known once the app has started, which ``AppRunner._make_server`` does first)."""
 
     async def _make_server(self) -> web.Server:
         base = await super()._make_server()
-        return _ProxyServer(
+        server = _ProxyServer(
             base.request_handler,
             request_factory=base.request_factory,
             handler_cancellation=base.handler_cancellation,
             loop=asyncio.get_running_loop(),
             **base._kwargs,
         )
+        if SETTINGS in self.app:
+            server.lane = hit_lane(self.app, self.app[SETTINGS])
+        return server
 
 
 def parser_limits(settings: Settings) -> dict[str, Any]:
@@ -107,6 +242,47 @@ def make_runner(app: web.Application, settings: Settings) -> ProxyRunner:
         access_log=logging.getLogger("proxy.access"),
         **parser_limits(settings),
     )
+
+
+def hit_lane(app: web.Application, settings: Settings) -> HitLane | None:
+    """The hit lane for ``app`` (after its startup), or None: off in the config, no cache layer, or an aiohttp
+    whose connection protocol lacks what the lane relies on."""
+    if not settings.server.hit_lane or CACHE not in app:
+        return None
+    missing = [name for name in _LANE_NEEDS if not hasattr(web_protocol.RequestHandler, name)]
+    if not hasattr(HttpRequestParser, "message_consumed"):
+        missing.append("HttpRequestParser.message_consumed")
+    if missing:
+        log.warning(
+            "hit lane off: aiohttp %s's RequestHandler has no %s; every request takes the full path",
+            aiohttp_version,
+            ", ".join(missing),
+        )
+        return None
+    return HitLane(app[CACHE], app[TELEMETRY], limits_of(settings))
+
+
+# What _ProxyRequestHandler reads or sets of aiohttp's RequestHandler for the lane (aiohttp 3.11-3.14).
+_LANE_NEEDS = (
+    "_waiter",
+    "_messages",
+    "_payload_parser",
+    "_upgraded",
+    "_force_close",
+    "_close",
+    "_paused",
+    "_buffer_paused",
+    "_parser",
+    "_request_count",
+    "_manager",
+    "_keepalive_timeout",
+    "_next_keepalive_close_time",
+    "_keepalive_handle",
+    "_process_keepalive",
+    "_logging_enabled",
+    "access_logger",
+    "peername",
+)
 
 
 def bind_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
