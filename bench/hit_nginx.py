@@ -17,12 +17,13 @@ one ``wrk`` run pinned to core 1 (``taskset -c 1 wrk -t1 -c N -d S --latency``) 
 sends for a JSON view (``Authorization: Bearer``, ``Accept-Encoding: gzip``): both proxies then answer the same
 gzip representation of the same JSON.
 
-Reported per target and view: requests/s, p50/p99 (medians over rounds), the server's CPU use (its process
-tree, from ``/proc``), metadata-DB statements per request (0 for pure hits, but for the version polls), and
-the ratio dagcache/nginx computed *within each round* (median, min, max). The machine has 2 cores and other
-work may run on it: the per-round ratios are what to compare, not the absolute figures. ``busy0``/``busy1``
-(share of each core busy during a run, all processes) and ``wrk_cpu`` (share of core 1 used by wrk) say
-whether another process or the load generator bounded a run.
+Reported per target and view: requests/s, p50/p99 (medians over rounds), metadata-DB statements per request
+(0 for pure hits, but for the version polls), the server's CPU use (its process tree, from ``/proc``) and
+requests per CPU-second, and the ratios dagcache/nginx of both, computed *within each round* (median; min and
+max for requests/s). The machine has 2 cores and other work may run on it: the per-round ratios are what to
+compare, not the absolute figures; requests per CPU-second holds up better when another process takes part of
+core 0. ``busy0``/``busy1`` (share of each core busy during a run, all processes) and ``wrk_cpu`` (share of a
+core used by wrk) in the JSON say whether another process or the load generator bounded a run.
 
     python -m bench.hit_nginx [--rounds 5] [--duration 5] [--connections 32] [--variant NAME:SECTION.KEY=VALUE]
                               [--out bench/results/hit_nginx.json]
@@ -147,6 +148,12 @@ class Summary:
     ratio_min: float | None
     ratio_max: float | None
     ratios: list[float] = field(default_factory=list)
+    per_cpu_second: float = 0.0  # requests per CPU-second of the server (median over rounds)
+    cpu_ratio: float | None = None  # median over rounds of per_cpu_second / nginx's, same round
+
+
+def _per_cpu(sample: Sample) -> float:
+    return sample.rps / sample.server_cpu if sample.server_cpu > 0 else 0.0
 
 
 def summarize(samples: Sequence[Sample], baseline: str = NGINX) -> list[Summary]:
@@ -156,11 +163,13 @@ def summarize(samples: Sequence[Sample], baseline: str = NGINX) -> list[Summary]
     targets = list(dict.fromkeys(s.target for s in samples))
     for view in views:
         base = {s.round: s.rps for s in samples if s.view == view and s.target == baseline}
+        base_cpu = {s.round: _per_cpu(s) for s in samples if s.view == view and s.target == baseline}
         for target in targets:
             mine = [s for s in samples if s.view == view and s.target == target]
             if not mine:
                 continue
             ratios = [s.rps / base[s.round] for s in mine if base.get(s.round)] if target != baseline else []
+            cpu_ratios = [_per_cpu(s) / base_cpu[s.round] for s in mine if base_cpu.get(s.round)]
             requests = sum(s.requests for s in mine)
             out.append(
                 Summary(
@@ -177,6 +186,8 @@ def summarize(samples: Sequence[Sample], baseline: str = NGINX) -> list[Summary]
                     ratio_min=min(ratios) if ratios else None,
                     ratio_max=max(ratios) if ratios else None,
                     ratios=[round(r, 3) for r in ratios],
+                    per_cpu_second=statistics.median(_per_cpu(s) for s in mine),
+                    cpu_ratio=statistics.median(cpu_ratios) if cpu_ratios and target != baseline else None,
                 )
             )
     return out
@@ -184,15 +195,16 @@ def summarize(samples: Sequence[Sample], baseline: str = NGINX) -> list[Summary]
 
 def table(summaries: Sequence[Summary]) -> str:
     lines = [
-        "| view | target | requests/s | p50 ms | p99 ms | server CPU | errors | DB stmts/req "
-        "| ratio to nginx (min-max) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| view | target | requests/s | p50 ms | p99 ms | errors | DB stmts/req | server CPU | requests/CPU-s "
+        "| ratio to nginx, requests/s (min-max) | ratio, requests/CPU-s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for s in summaries:
         ratio = "1.00" if s.ratio is None else f"**{s.ratio:.2f}** ({s.ratio_min:.2f}-{s.ratio_max:.2f})"
+        cpu_ratio = "1.00" if s.cpu_ratio is None else f"{s.cpu_ratio:.2f}"
         lines.append(
-            f"| {s.view} | {s.target} | {s.rps:,.0f} | {s.p50_ms:.2f} | {s.p99_ms:.2f} | {s.server_cpu:.0%} "
-            f"| {s.errors} | {s.statements_per_request:.5f} | {ratio} |"
+            f"| {s.view} | {s.target} | {s.rps:,.0f} | {s.p50_ms:.2f} | {s.p99_ms:.2f} | {s.errors} "
+            f"| {s.statements_per_request:.5f} | {s.server_cpu:.0%} | {s.per_cpu_second:,.0f} | {ratio} | {cpu_ratio} |"
         )
     return "\n".join(lines)
 
@@ -293,20 +305,18 @@ def dagcache_worker(airflow: AirflowInstance, redis_url: str, workdir: Path, ext
 
 
 def _merge_toml(base: str, extra: str) -> str:
-    """``base`` with the ``[section]`` blocks of ``extra`` appended to the sections of the same name."""
-    blocks: dict[str, list[str]] = {}
-    order: list[str] = []
+    """``base`` with the ``key = value`` lines of ``extra`` set in the ``[section]`` of the same name (a key
+    already there takes the new value; a new section is appended)."""
+    blocks: dict[str, dict[str, str]] = {}
     for text in (base, extra):
         section = ""
         for line in text.splitlines():
             if line.startswith("[") and line.endswith("]"):
                 section = line
-                if section not in blocks:
-                    blocks[section] = []
-                    order.append(section)
+                blocks.setdefault(section, {})
             elif line.strip():
-                blocks.setdefault(section, []).append(line)
-    return "".join(f"{s}\n" + "\n".join(blocks[s]) + "\n" for s in order)
+                blocks.setdefault(section, {})[line.partition("=")[0].strip()] = line
+    return "".join(f"{s}\n" + "\n".join(lines.values()) + "\n" for s, lines in blocks.items())
 
 
 def _machine() -> dict[str, object]:

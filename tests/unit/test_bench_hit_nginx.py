@@ -53,10 +53,12 @@ def test_parse_variant_refuses_malformed(bad: str):
         parse_variant(bad)
 
 
-def test_merge_toml_appends_to_sections_of_the_same_name():
-    base = '[server]\nport = 1\n[log]\nlevel = "warning"\n'
-    merged = _merge_toml(base, "[server]\nfast_lane = false\n[cache]\nttl = 5\n")
-    assert merged == '[server]\nport = 1\nfast_lane = false\n[log]\nlevel = "warning"\n[cache]\nttl = 5\n'
+def test_merge_toml_sets_keys_in_sections_of_the_same_name():
+    base = '[server]\nport = 1\n[log]\nlevel = "warning"\naccess_log = false\n'
+    merged = _merge_toml(base, '[server]\nhit_lane = false\n[log]\nlevel = "info"\n[cache]\nttl = 5\n')
+    assert merged == (
+        '[server]\nport = 1\nhit_lane = false\n[log]\nlevel = "info"\naccess_log = false\n[cache]\nttl = 5\n'
+    )
 
 
 def test_round_order_rotates_so_each_target_leads_in_turn():
@@ -88,5 +90,6 @@ def test_summarize_ratios_are_taken_within_each_round():
     assert dagcache.ratio_min == pytest.approx(0.4)
     assert dagcache.ratio_max == pytest.approx(0.6)
     assert dagcache.statements_per_request == pytest.approx(10 / 120_000)
+    assert dagcache.per_cpu_second == 40_000 and dagcache.cpu_ratio == pytest.approx(0.5)
     text = table([nginx, dagcache])
-    assert "| v | dagcache | 40,000 |" in text and "**0.50** (0.40-0.60)" in text
+    assert "| v | dagcache | 40,000 |" in text and "**0.50** (0.40-0.60) | 0.50 |" in text
