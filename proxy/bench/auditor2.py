@@ -3,11 +3,11 @@
 The auditor owns one DAG file, ``<--dags-folder>/<--audit-dag>.py`` (:func:`~proxy.bench.audit2.audit_dag_source`;
 it refuses to overwrite a file it did not write, or to take the id of a DAG that exists already), and stores each
 version through a :class:`~proxy.bench.sync2.Syncer`. Per phase, after a second, it makes change pairs as in
-AIRFLOW2-FACTS.md §1 (:mod:`proxy.bench.audit2`): A; two requests straight to the webserver, on new connections,
-until one shows A (so one or two gunicorn workers hold A and will keep it for 10 s); a second later B. Watchers,
-each logged in with its own session and polling the DAG's ``graph_data``, ``/api/v1/dags/{id}/tasks`` and
-``grid_data`` through the measured target, pause from A until B is stored. :meth:`Auditor2.restore` deletes the
-file and the DAG.
+AIRFLOW2-FACTS.md §1 (:mod:`proxy.bench.audit2`): A; requests straight to the webserver, two at a time on new
+connections, until one shows A (so one or two gunicorn workers hold A and will keep it for 10 s); a second later
+B. Watchers, each logged in with its own session and polling the DAG's ``graph_data``, ``/api/v1/dags/{id}/tasks``
+and ``grid_data`` through the measured target, pause from A until B is stored. :meth:`Auditor2.restore` deletes
+the file and the DAG.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ from proxy.bench.report import Phase
 from proxy.bench.sync2 import Syncer
 from proxy.tasks import spawn
 
-PRIME_ROUNDS = 5
-"""Rounds of two priming requests before B is written anyway."""
+PRIME_PATIENCE = FETCH_INTERVAL + 2.0
+"""Seconds of priming requests before B is written anyway (a worker holds a DAG for at most FETCH_INTERVAL)."""
 
 
 @dataclass(slots=True)
@@ -209,15 +209,20 @@ class Auditor2:
         return change
 
     async def _prime(self, variant: int) -> bool:
-        """Requests straight to the webserver, two at a time on new connections, until one shows ``variant``
-        (True) or :data:`PRIME_ROUNDS` rounds did not (False)."""
+        """Requests straight to the webserver, two at a time on new connections, until one shows ``variant`` (True)
+        or :data:`PRIME_PATIENCE` passed (False). A worker that loaded the DAG less than 10 s ago answers with the
+        old definition without loading: when workers loaded it late (e.g. when dagcache's convergence window ended
+        and its fills reached them), the first to become due loads ``variant`` and the others stay unprimed."""
+        loop = asyncio.get_running_loop()
         url = self._upstream + mix2.tasks(self.dag_id)
-        for _ in range(PRIME_ROUNDS):
+        give_up = loop.time() + PRIME_PATIENCE
+        while True:
             bodies = await asyncio.gather(self._fetch(url), self._fetch(url))
             if any((v := variant_of(b)) is not None and v >= variant for b in bodies):
                 return True
-            await asyncio.sleep(0.2)
-        return False
+            if loop.time() >= give_up:
+                return False
+            await asyncio.sleep(0.25)
 
     async def _watch(self, base_url: str, client: int, deadline: float, log: AuditLog2) -> None:
         loop = asyncio.get_running_loop()

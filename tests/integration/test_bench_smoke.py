@@ -131,11 +131,11 @@ def test_an_airflow2_run_counts_definition_regressions_per_client_next_to_dagcac
     assert airflow2._process is not None
     # Airflow's own settings, so that the --airflow-python helper reaches the same metadata DB as the webserver.
     env = {**os.environ, **{k: v for k, v in airflow2.env.items() if k.startswith("AIRFLOW")}}
-    # Two phases of 32 s: in each, one change pair, and after its B more than dagcache's 12 s convergence window.
+    # Two phases of 36 s: in each, one change pair, and after its B more than dagcache's 12 s convergence window.
     # fmt: off
     command = dagcache_cmd(
         "bench", "--upstream", airflow2.base_url, "--proxy", dagcache2_url,
-        "--users", "2", "--duration", "32s", "--rounds", "1", "--refresh", "1s", "--out", str(out),
+        "--users", "2", "--duration", "36s", "--rounds", "1", "--refresh", "1s", "--out", str(out),
         "--db", airflow2.db_url, "--upstream-pid", str(airflow2._process.pid),
         "--audit", "--dags-folder", str(airflow2.dags_folder), "--airflow-python", str(venv_python(airflow2.venv)),
         "--audit-interval", "15s",
