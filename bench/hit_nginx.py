@@ -22,8 +22,10 @@ Reported per target and view: requests/s, p50/p99 (medians over rounds), metadat
 requests per CPU-second, and the ratios dagcache/nginx of both, computed *within each round* (median; min and
 max for requests/s). The machine has 2 cores and other work may run on it: the per-round ratios are what to
 compare, not the absolute figures; requests per CPU-second holds up better when another process takes part of
-core 0. ``busy0``/``busy1`` (share of each core busy during a run, all processes) and ``wrk_cpu`` (share of a
-core used by wrk) in the JSON say whether another process or the load generator bounded a run.
+core 0. The last column keeps only the rounds in which both the target and nginx used at least 90 % of core 0:
+there the servers, not the load generator starved of core 1 nor another process, set the pace.
+``busy0``/``busy1`` (share of each core busy during a run, all processes) and ``wrk_cpu`` (share of a core used
+by wrk) in the JSON say what else ran.
 
     python -m bench.hit_nginx [--rounds 5] [--duration 5] [--connections 32] [--variant NAME:SECTION.KEY=VALUE]
                               [--out bench/results/hit_nginx.json]
@@ -150,6 +152,13 @@ class Summary:
     ratios: list[float] = field(default_factory=list)
     per_cpu_second: float = 0.0  # requests per CPU-second of the server (median over rounds)
     cpu_ratio: float | None = None  # median over rounds of per_cpu_second / nginx's, same round
+    # Rounds in which both this target and nginx kept core 0 busy (server CPU >= QUIET): neither the load
+    # generator nor another process bounded them. The median ratio over those rounds, and how many there were.
+    quiet_ratio: float | None = None
+    quiet_rounds: int = 0
+
+
+QUIET = 0.9
 
 
 def _per_cpu(sample: Sample) -> float:
@@ -164,12 +173,14 @@ def summarize(samples: Sequence[Sample], baseline: str = NGINX) -> list[Summary]
     for view in views:
         base = {s.round: s.rps for s in samples if s.view == view and s.target == baseline}
         base_cpu = {s.round: _per_cpu(s) for s in samples if s.view == view and s.target == baseline}
+        quiet_base = {s.round for s in samples if s.view == view and s.target == baseline and s.server_cpu >= QUIET}
         for target in targets:
             mine = [s for s in samples if s.view == view and s.target == target]
             if not mine:
                 continue
             ratios = [s.rps / base[s.round] for s in mine if base.get(s.round)] if target != baseline else []
             cpu_ratios = [_per_cpu(s) / base_cpu[s.round] for s in mine if base_cpu.get(s.round)]
+            quiet = [s.rps / base[s.round] for s in mine if s.round in quiet_base and s.server_cpu >= QUIET]
             requests = sum(s.requests for s in mine)
             out.append(
                 Summary(
@@ -188,6 +199,8 @@ def summarize(samples: Sequence[Sample], baseline: str = NGINX) -> list[Summary]
                     ratios=[round(r, 3) for r in ratios],
                     per_cpu_second=statistics.median(_per_cpu(s) for s in mine),
                     cpu_ratio=statistics.median(cpu_ratios) if cpu_ratios and target != baseline else None,
+                    quiet_ratio=statistics.median(quiet) if quiet and target != baseline else None,
+                    quiet_rounds=len(quiet) if target != baseline else len(quiet_base),
                 )
             )
     return out
@@ -196,15 +209,17 @@ def summarize(samples: Sequence[Sample], baseline: str = NGINX) -> list[Summary]
 def table(summaries: Sequence[Summary]) -> str:
     lines = [
         "| view | target | requests/s | p50 ms | p99 ms | errors | DB stmts/req | server CPU | requests/CPU-s "
-        "| ratio to nginx, requests/s (min-max) | ratio, requests/CPU-s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| ratio to nginx, requests/s (min-max) | ratio, requests/CPU-s | ratio, quiet rounds (n) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for s in summaries:
         ratio = "1.00" if s.ratio is None else f"**{s.ratio:.2f}** ({s.ratio_min:.2f}-{s.ratio_max:.2f})"
         cpu_ratio = "1.00" if s.cpu_ratio is None else f"{s.cpu_ratio:.2f}"
+        quiet = "1.00" if s.ratio is None else "–" if s.quiet_ratio is None else f"{s.quiet_ratio:.2f}"
         lines.append(
             f"| {s.view} | {s.target} | {s.rps:,.0f} | {s.p50_ms:.2f} | {s.p99_ms:.2f} | {s.errors} "
-            f"| {s.statements_per_request:.5f} | {s.server_cpu:.0%} | {s.per_cpu_second:,.0f} | {ratio} | {cpu_ratio} |"
+            f"| {s.statements_per_request:.5f} | {s.server_cpu:.0%} | {s.per_cpu_second:,.0f} | {ratio} | {cpu_ratio} "
+            f"| {quiet} ({s.quiet_rounds}) |"
         )
     return "\n".join(lines)
 

@@ -70,16 +70,16 @@ def test_round_order_rotates_so_each_target_leads_in_turn():
     ]
 
 
-def _sample(round_: int, target: str, rps: float, statements: int = 0) -> Sample:
-    return Sample(round_, "v", target, rps, 1.0, 2.0, int(rps), 0, 1.0, 1.0, 0.5, 0.5, statements)
+def _sample(round_: int, target: str, rps: float, statements: int = 0, cpu: float = 1.0) -> Sample:
+    return Sample(round_, "v", target, rps, 1.0, 2.0, int(rps), 0, cpu, 1.0, 0.5, 0.5, statements)
 
 
 def test_summarize_ratios_are_taken_within_each_round():
     samples = [
         _sample(0, NGINX, 100_000),
         _sample(0, "dagcache", 50_000, statements=10),
-        _sample(1, NGINX, 50_000),  # a noisy round: both halved
-        _sample(1, "dagcache", 30_000),
+        _sample(1, NGINX, 50_000, cpu=0.5),  # a noisy round: both got half a core
+        _sample(1, "dagcache", 30_000, cpu=0.5),
         _sample(2, NGINX, 100_000),
         _sample(2, "dagcache", 40_000),
     ]
@@ -90,6 +90,8 @@ def test_summarize_ratios_are_taken_within_each_round():
     assert dagcache.ratio_min == pytest.approx(0.4)
     assert dagcache.ratio_max == pytest.approx(0.6)
     assert dagcache.statements_per_request == pytest.approx(10 / 120_000)
-    assert dagcache.per_cpu_second == 40_000 and dagcache.cpu_ratio == pytest.approx(0.5)
+    assert dagcache.per_cpu_second == 50_000 and dagcache.cpu_ratio == pytest.approx(0.5)
+    assert dagcache.quiet_ratio == pytest.approx(0.45)  # rounds 0 and 2
+    assert dagcache.quiet_rounds == 2
     text = table([nginx, dagcache])
-    assert "| v | dagcache | 40,000 |" in text and "**0.50** (0.40-0.60) | 0.50 |" in text
+    assert "| v | dagcache | 40,000 |" in text and "**0.50** (0.40-0.60) | 0.50 | 0.45 (2) |" in text
