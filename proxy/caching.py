@@ -208,10 +208,8 @@ class CacheLayer:
             self._hot.clear()
             self._lane_answers.clear()  # they hold the map's generation
             self._hot_map = current
-        memo_key = (
-            raw_path,
-            *(tuple(headers.getall(name, ())) for name in self._hot_headers),
-        )
+        getall = headers.getall
+        memo_key = (raw_path, *[tuple(getall(name, ())) for name in self._hot_headers])
         found = self._hot.get(memo_key)
         if found is not None and now < found[2]:
             return found[0], found[1]
