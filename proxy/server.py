@@ -107,7 +107,11 @@ class _ProxyRequestHandler(web_protocol.RequestHandler):
                 if pending or self._paused or not isinstance(message, RawRequestMessage):
                     pending.append(item)
                     continue
-                answer = lane.answer(message)
+                try:
+                    answer = lane.answer(message)
+                except Exception:  # a bug must not cost the connection: the full path answers (or says 500)
+                    log.exception("hit lane: %s %s left to aiohttp", message.method, message.path[:200])
+                    answer = None
                 if answer is None:
                     pending.append(item)
                     continue
@@ -115,14 +119,14 @@ class _ProxyRequestHandler(web_protocol.RequestHandler):
                 parser.message_consumed()
                 answered += 1
                 seconds = time.perf_counter() - started
-                lane.record(answer, seconds)
-                if self._logging_enabled and self.access_logger is not None:
-                    request = LaneRequest(message, answer, _remote(self.peername))
-                    self.access_logger.log(
-                        cast(web.BaseRequest, request),
-                        cast(web.StreamResponse, LaneResponse(answer, lane.tail)),
-                        seconds,
-                    )
+                try:
+                    lane.record(answer, seconds)
+                    if self._logging_enabled and self.access_logger is not None:
+                        request = cast(web.BaseRequest, LaneRequest(message, answer, _remote(self.peername)))
+                        response = cast(web.StreamResponse, LaneResponse(answer, lane.tail))
+                        self.access_logger.log(request, response, seconds)
+                except Exception:
+                    log.exception("hit lane: counting or logging an answer failed")
             if upgraded or tail or not stopped or len(pending) >= _MAX_MSG_QUEUE_SIZE:
                 break  # (a full queue: aiohttp pauses reading and feeds the parser again once it drained)
             data = b""  # the parser stopped at its limit but has room again: go on with what it kept

@@ -554,3 +554,44 @@ async def test_an_aiohttp_without_what_the_lane_needs_turns_it_off(
         assert "hit lane off" in caplog.text and "_no_such_attribute" in caplog.text
     finally:
         await stack.aclose()
+
+
+async def test_a_failing_lane_leaves_the_request_to_the_full_path(
+    lane: Lane, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    expected = await warm(lane, DAG)
+
+    def broken(self: HitLane, message: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(HitLane, "answer", broken)
+    conn = await lane.connect(lane=True)
+    try:
+        for _ in range(2):  # and the connection survives
+            await conn.send(get(DAG))
+            assert await conn.answer() == expected
+    finally:
+        await conn.aclose()
+    assert "hit lane: GET /api/v2/dags/dag_a left to aiohttp" in caplog.text
+
+
+async def test_a_failing_access_logger_costs_the_line_not_the_connection(
+    lane: Lane, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "proxy.access")
+    expected = await warm(lane, DAG)
+
+    def broken(*args: object) -> None:
+        raise AttributeError("an attribute the lane's request does not have")
+
+    monkeypatch.setattr("proxy.logs.AccessLogger.log", broken)
+    before = lane.lane.answered
+    conn = await lane.connect(lane=True)
+    try:
+        for _ in range(2):
+            await conn.send(get(DAG))
+            assert await conn.answer() == expected
+    finally:
+        await conn.aclose()
+    assert lane.lane.answered - before == 2
+    assert "hit lane: counting or logging an answer failed" in caplog.text
