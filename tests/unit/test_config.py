@@ -137,3 +137,17 @@ def test_otlp_headers_from_environment_are_secret(monkeypatch: pytest.MonkeyPatc
         load_config()
     assert "s3cret" not in str(info.value)
     assert "(or env DAGCACHE_METRICS__OTLP_HEADERS)" in str(info.value)
+
+
+def test_readme_configuration_table_names_every_key():
+    """The README's configuration table is where operators look first: every key of every section is there."""
+    rows = {
+        line.split("|")[1].strip().strip("`[]"): line
+        for line in (REPO / "README.md").read_text().splitlines()
+        if line.startswith("| `[")
+    }
+    missing = {
+        section: sorted(key for key in keys if f"`{key}`" not in rows.get(section, ""))
+        for section, keys in _keys(Settings).items()
+    }
+    assert {section: keys for section, keys in missing.items() if keys} == {}
