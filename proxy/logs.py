@@ -12,6 +12,12 @@ put tokens in it), route (the route table's name, ``other`` or ``passthrough``),
 ``X-Request-Id`` when it is safe to log, else null), ``trace_id``/``span_id`` (from a valid ``traceparent``) and,
 for a cached view, ``key``: the entry's ETag, a digest of the cache key (never the key's parts). URLs with
 passwords go through :func:`proxy.config.redact_url` before they are logged.
+
+Access lines skip ``logging`` while the root handler is the one :func:`configure` installed (``dagcache serve``
+and its workers): :class:`AccessLogger` formats them with :mod:`proxy.accessline` (the same bytes) and hands
+them to the handler's :class:`~proxy.accessbuffer.AccessBuffer`, written in batches (at most every 0.1 s or
+64 KiB, before any other line, at shutdown). With any other handler on the way (a test's ``caplog``, an
+application embedding dagcache), they go through ``logging`` as every other line does.
 """
 
 from __future__ import annotations
@@ -20,16 +26,24 @@ import json
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO, cast
 
 import structlog
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http import RawRequestMessage
 from aiohttp.web import BaseRequest, StreamResponse
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from proxy.accessbuffer import AccessBuffer
+from proxy.accessline import LOGGER, AccessLine, Parts, text_value
 from proxy.config import LogConfig
 from proxy.correlation import request_id, trace_ids
+from proxy.hitlane import LaneRequest, LaneResponse
+from proxy.hitwire import LaneAnswer
 from proxy.metrics import note_of
+
+_now = time.time
+_LANE_PARTS = 1024  # answers whose line parts are kept
 
 #: LogRecord attributes that are not ``extra`` fields (``message`` and ``asctime`` appear once a formatter ran).
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -67,13 +81,8 @@ def render_text(_: WrappedLogger, __: str, event_dict: EventDict) -> str:
     head = f"{event_dict.pop('ts')} {str(event_dict.pop('level')).upper()} {event_dict.pop('logger')} "
     head += str(event_dict.pop("msg"))
     exc = event_dict.pop("exc", None)
-    pairs = "".join(f" {key}={_text_value(value)}" for key, value in event_dict.items() if value is not None)
+    pairs = "".join(f" {key}={text_value(value)}" for key, value in event_dict.items() if value is not None)
     return head + pairs + (f"\n{exc}" if exc else "")
-
-
-def _text_value(value: object) -> str:
-    text = str(value)
-    return text if text and not any(c.isspace() or c in "\"'=" for c in text) else repr(text)
 
 
 _FIELDS: tuple[Processor, ...] = (structlog.processors.format_exc_info, record_fields)
@@ -99,9 +108,51 @@ class TextFormatter(structlog.stdlib.ProcessorFormatter):
         super().__init__(processors=[*_FIELDS, render_text])
 
 
+class LogHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The root handler: a ``StreamHandler`` that also writes the access lines kept in :attr:`access` (one
+    write per batch), and writes them first whenever it writes another line or is flushed, so the log keeps
+    the order in which lines were logged."""
+
+    def __init__(self, stream: TextIO, line: AccessLine) -> None:
+        super().__init__(stream)
+        assert self.lock is not None
+        self.line = line
+        self.access = AccessBuffer(self._write_access, self.lock)
+        self.access_lost = 0  # lines of batches that could not be written
+        self.lane_parts: dict[str, tuple[str, str, str, int, Parts]] = {}
+        """Per request target: method, ETag, outcome, bytes and the line's parts (:meth:`AccessLogger.log_lane`)."""
+
+    def keep_lane_parts(self, target: str, kept: tuple[str, str, str, int, Parts]) -> None:
+        if len(self.lane_parts) >= _LANE_PARTS:
+            self.lane_parts.clear()  # bounded: a fleet's views are far fewer; a scan of odd URLs costs a rebuild
+        self.lane_parts[target] = kept
+
+    def _write_access(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except Exception:
+            self.access_lost += text.count("\n")
+            self.handleError(logging.makeLogRecord({"name": LOGGER, "msg": "a batch of access lines was lost"}))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.access.flush()
+        super().emit(record)
+
+    def flush(self) -> None:
+        self.access.flush()
+        super().flush()
+
+
+_installed: LogHandler | None = None
+
+
 def configure(config: LogConfig, *, worker: int | None = None) -> None:
     """Install the root handler (stderr) for this process, and route structlog loggers through it."""
-    handler = logging.StreamHandler(sys.stderr)
+    global _installed
+    if _installed is not None:
+        _installed.flush()
+    handler = LogHandler(sys.stderr, AccessLine(config.format, worker))
     handler.setFormatter(JsonFormatter() if config.format == "json" else TextFormatter())
     if worker is not None:
         handler.addFilter(_WorkerFilter(worker))
@@ -122,6 +173,27 @@ def configure(config: LogConfig, *, worker: int | None = None) -> None:
     logging.getLogger("proxy.access").disabled = not config.access_log
     # aiohttp logs parser errors with tracebacks at "aiohttp.server"; proxy.server answers them itself.
     logging.getLogger("aiohttp.access").disabled = True
+    _installed = handler
+
+
+def flush() -> None:
+    """Write the access lines still kept (at shutdown, on the event loop's thread before it closes)."""
+    if _installed is not None:
+        _installed.access.close()
+
+
+def _direct(logger: logging.Logger) -> LogHandler | None:
+    """The handler :func:`configure` installed if it is the only one a line of ``logger`` reaches, with no
+    filter on the way (what it would write for an access line is then known), else None."""
+    handler = _installed
+    if handler is None or logging.getLogger().handlers != [handler]:
+        return None
+    node: logging.Logger | None = logger
+    while node is not None and node.parent is not None:  # up to the root
+        if node.handlers or node.filters or not node.propagate:
+            return None
+        node = node.parent
+    return handler
 
 
 class _WorkerFilter(logging.Filter):
@@ -136,9 +208,83 @@ class _WorkerFilter(logging.Filter):
 
 class AccessLogger(AbstractAccessLogger):
     """One line per request at INFO on ``proxy.access``. aiohttp calls :meth:`log` only while :attr:`enabled`
-    (read once per connection): with the access log off, a request pays nothing here."""
+    (read once per connection): with the access log off, a request pays nothing here.
+
+    aiohttp makes one per connection; it decides then whether the lines skip ``logging`` (see the module's
+    docstring). The hit lane calls :meth:`log_lane` with what it has (no ``Request`` or response object)."""
+
+    __slots__ = ("_handler",)
+
+    def __init__(self, logger: logging.Logger, log_format: str) -> None:
+        super().__init__(logger, log_format)
+        self._handler = _direct(logger) if logger.name == LOGGER else None
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        handler = self._handler
+        if handler is None:
+            self._log_record(request, response, time)
+            return
+        note = note_of(request)
+        if note is None:
+            route = outcome = key = None
+        else:
+            route, outcome, key = note.route, note.outcome, note.key
+            if key is not None:
+                key = key.strip('"')
+        headers = request.headers
+        rid = headers.get("X-Request-Id")
+        handler.access.add(
+            handler.line.format(
+                _now(),
+                request.method,
+                request.path[:300],
+                response.status,
+                time,
+                response.body_length,
+                request.remote,
+                None if rid is None else request_id(rid),
+                route,
+                outcome,
+                key,
+                trace_ids(headers.getall("traceparent")) if "traceparent" in headers else None,
+            )
+        )
+
+    def log_lane(
+        self, message: RawRequestMessage, answer: LaneAnswer, tail: bytes, remote: str | None, time: float
+    ) -> None:
+        """The line for ``answer``, which the hit lane wrote (``answer.head + tail + answer.body``) for
+        ``message``: the line :meth:`log` writes for the same answer on the full path. The line's parts that
+        depend on the answer are kept per request target (:attr:`LogHandler.lane_parts`)."""
+        handler = self._handler
+        if handler is None:
+            request = cast(BaseRequest, LaneRequest(message, answer, remote))
+            self.log(request, cast(StreamResponse, LaneResponse(answer, tail)), time)
+            return
+        method, target, etag, outcome = message.method, message.path, answer.etag, answer.outcome
+        size = len(answer.head) + len(tail) + len(answer.body)
+        kept = handler.lane_parts.get(target)
+        if kept is not None and kept[1] == etag and kept[2] == outcome and kept[3] == size and kept[0] == method:
+            parts = kept[4]  # the same method, path, entry (the ETag digests its key), route, outcome and bytes
+        else:
+            path = message.url.path[:300]
+            parts = handler.line.parts(method, path, answer.status, size, answer.route, outcome, etag.strip('"'))
+            handler.keep_lane_parts(target, (method, etag, outcome, size, parts))
+        headers = message.headers
+        rid = headers.get("X-Request-Id")
+        handler.access.add(
+            handler.line.line(
+                _now(),
+                parts,
+                time,
+                remote,
+                None if rid is None else request_id(rid),
+                trace_ids(headers.getall("traceparent")) if "traceparent" in headers else None,
+            )
+        )
+
+    def _log_record(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        """The line through ``logging`` (a ``LogRecord`` with the fields as ``extra``)."""
         note = note_of(request)
         headers = request.headers
         extra: dict[str, Any] = {

@@ -21,6 +21,7 @@ from aiohttp.http import RawRequestMessage
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 from aiohttp.http_parser import HttpRequestParser
 
+from proxy import logs
 from proxy.app import CACHE, SETTINGS, TELEMETRY, create_app, limits_of
 from proxy.config import Settings
 from proxy.errors import RequestRejected
@@ -121,10 +122,14 @@ class _ProxyRequestHandler(web_protocol.RequestHandler):
                 seconds = time.perf_counter() - started
                 try:
                     lane.record(answer, seconds)
-                    if self._logging_enabled and self.access_logger is not None:
-                        request = cast(web.BaseRequest, LaneRequest(message, answer, _remote(self.peername)))
-                        response = cast(web.StreamResponse, LaneResponse(answer, lane.tail))
-                        self.access_logger.log(request, response, seconds)
+                    access = self.access_logger
+                    if self._logging_enabled and access is not None:
+                        if isinstance(access, AccessLogger):
+                            access.log_lane(message, answer, lane.tail, _remote(self.peername), seconds)
+                        else:
+                            request = cast(web.BaseRequest, LaneRequest(message, answer, _remote(self.peername)))
+                            response = cast(web.StreamResponse, LaneResponse(answer, lane.tail))
+                            access.log(request, response, seconds)
                 except Exception:
                     log.exception("hit lane: counting or logging an answer failed")
             if upgraded or tail or not stopped or len(pending) >= _MAX_MSG_QUEUE_SIZE:
@@ -340,6 +345,9 @@ async def serve_proxy(
         await until()
         log.info("shutting down: in-flight requests have %.0f s to finish", settings.server.shutdown_grace)
     finally:
-        await runner.cleanup()
-        if extra_runner is not None:
-            await extra_runner.cleanup()
+        try:
+            await runner.cleanup()
+            if extra_runner is not None:
+                await extra_runner.cleanup()
+        finally:
+            logs.flush()  # the access lines still buffered, before the loop closes

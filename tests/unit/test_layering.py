@@ -13,6 +13,7 @@ from tests.conftest import REPO
 
 PURE = [
     "proxy/correlation.py",
+    "proxy/accessline.py",
     "proxy/forwarding.py",
     "proxy/limits.py",
     "proxy/errors.py",

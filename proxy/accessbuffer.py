@@ -1,0 +1,98 @@
+"""Access lines waiting to be written: one write for a batch of lines instead of one per line.
+
+:meth:`AccessBuffer.add` keeps a line; the batch is written (one ``write`` call, so one ``write(2)`` on
+stderr) when it reaches :data:`FLUSH_CHARS` characters, :data:`FLUSH_INTERVAL` seconds after its first line
+(a timer on the running event loop; called outside one, a line is written at once), before any other log line
+(:class:`proxy.logs.LogHandler` flushes first, so lines keep the order in which they were logged), and at
+shutdown (:func:`proxy.logs.flush`, and ``logging.shutdown`` at interpreter exit). What a crash (SIGKILL, a
+segfault, ``os._exit``) loses: the lines of the last :data:`FLUSH_INTERVAL` seconds at most, never more than
+:data:`FLUSH_CHARS` characters.
+
+Memory is bounded: a batch is written, synchronously, as soon as it reaches :data:`FLUSH_CHARS`, and a batch
+that cannot be written is dropped (the writer reports it). Lines are added on the event loop's thread; a flush
+may come from any thread (a log line from a worker thread flushes first): the lines are a ``deque`` (appends
+and pops are atomic) and flushes hold the log handler's lock, the same one its other lines are written under.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+#: Seconds between a batch's first line and its write, at most.
+FLUSH_INTERVAL = 0.1
+#: A batch is written once it holds this many characters (the lines are ASCII in the JSON format).
+FLUSH_CHARS = 64 * 1024
+
+
+class AccessBuffer:
+    """Lines (without newline) to be passed to ``write`` in batches (joined, each ending in a newline).
+    ``write`` must not raise: it reports what it could not write itself."""
+
+    __slots__ = ("_chars", "_interval", "_limit", "_lines", "_lock", "_timer", "_write", "batches", "lines")
+
+    def __init__(
+        self,
+        write: Callable[[str], None],
+        lock: AbstractContextManager[Any] | None = None,
+        *,
+        interval: float | None = None,
+        limit: int | None = None,
+    ) -> None:
+        self._write = write
+        self._lock: AbstractContextManager[Any] = lock if lock is not None else threading.RLock()
+        self._interval = FLUSH_INTERVAL if interval is None else interval  # read now: a test may change them
+        self._limit = FLUSH_CHARS if limit is None else limit
+        self._lines: deque[str] = deque()
+        self._chars = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self.batches = 0  # writes made
+        self.lines = 0  # lines handed to them
+
+    def add(self, line: str) -> None:
+        """Keep ``line``; write the batch if it is full, or make sure a timer will."""
+        self._lines.append(line)
+        self._chars += len(line) + 1
+        if self._chars >= self._limit:
+            self.flush()
+        elif self._timer is None:
+            self._arm()
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def _arm(self) -> None:
+        loop = asyncio.events._get_running_loop()
+        if loop is None:
+            self.flush()  # no loop to flush later: now
+        else:
+            self._timer = loop.call_later(self._interval, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.flush()
+
+    def flush(self) -> None:
+        """Write every line kept so far, in one ``write``."""
+        with self._lock:
+            self._chars = 0  # before taking the lines: a line added meanwhile is counted for the next batch
+            lines = self._lines
+            count = len(lines)
+            if not count:
+                return
+            popleft = lines.popleft
+            text = "\n".join([popleft() for _ in range(count)]) + "\n"
+            self.batches += 1
+            self.lines += count
+            self._write(text)
+
+    def close(self) -> None:
+        """Flush, and forget the timer (call it on the loop's thread, e.g. before the loop closes)."""
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        self.flush()

@@ -1,0 +1,251 @@
+"""Access lines in batches (proxy.accessbuffer) and the logging that writes them (proxy.logs): one write per
+batch, nothing lost or reordered, bounded, in order with the other log lines; the hit lane's lines equal the
+full path's."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any, cast
+from unittest import mock
+
+import pytest
+import structlog
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
+
+from proxy import accessbuffer, logs
+from proxy.accessbuffer import AccessBuffer
+from proxy.config import LogConfig
+from proxy.hitwire import LaneAnswer
+from proxy.logs import AccessLogger, LogHandler
+from proxy.metrics import NOTE, RequestNote
+
+ETAG = '"d41d8cd98f00b204e9800998ecf8427e"'
+TOKEN = "eyJhbGciOiJIUzUxMiJ9.c2VjcmV0LXRva2Vu.c2ln"
+
+
+class Writes:
+    def __init__(self) -> None:
+        self.batches: list[str] = []
+
+    def __call__(self, text: str) -> None:
+        self.batches.append(text)
+
+    @property
+    def lines(self) -> list[str]:
+        return "".join(self.batches).splitlines()
+
+
+def test_outside_an_event_loop_a_line_is_written_at_once() -> None:
+    writes = Writes()
+    buffer = AccessBuffer(writes)
+    buffer.add("one")
+    buffer.add("two")
+    assert writes.batches == ["one\n", "two\n"] and len(buffer) == 0
+
+
+async def test_a_burst_is_one_write_after_the_interval() -> None:
+    writes = Writes()
+    buffer = AccessBuffer(writes, interval=0.05)
+    for i in range(500):
+        buffer.add(f"line {i}")
+    assert writes.batches == []  # kept
+    await asyncio.sleep(0.2)
+    assert len(writes.batches) == 1 and writes.lines == [f"line {i}" for i in range(500)]
+    buffer.add("later")
+    await asyncio.sleep(0.2)
+    assert writes.batches[1:] == ["later\n"]  # the timer is armed again for the next batch
+
+
+async def test_a_full_batch_is_written_at_once_so_memory_stays_bounded() -> None:
+    writes = Writes()
+    buffer = AccessBuffer(writes, interval=3600, limit=1000)
+    line = "x" * 99  # 100 characters with its newline
+    for _ in range(10_000):
+        buffer.add(line)
+        assert len(buffer) < 10
+    assert len(writes.batches) == 1000 and all(batch == (line + "\n") * 10 for batch in writes.batches)
+    buffer.close()
+
+
+async def test_close_writes_what_is_kept_and_forgets_the_timer() -> None:
+    writes = Writes()
+    buffer = AccessBuffer(writes, interval=3600)
+    buffer.add("kept")
+    buffer.close()
+    assert writes.batches == ["kept\n"]
+    buffer.add("after")  # a new timer, on this loop
+    buffer.close()
+    assert writes.lines == ["kept", "after"]
+
+
+async def test_flushes_from_another_thread_lose_and_reorder_nothing() -> None:
+    writes = Writes()
+    buffer = AccessBuffer(writes, interval=3600, limit=10**9)
+    stop = threading.Event()
+
+    def flusher() -> None:
+        while not stop.is_set():
+            buffer.flush()
+
+    thread = threading.Thread(target=flusher)
+    thread.start()
+    try:
+        for i in range(200_000):
+            buffer.add(str(i))
+    finally:
+        stop.set()
+        thread.join()
+    buffer.close()
+    assert writes.lines == [str(i) for i in range(200_000)]
+    assert buffer.lines == 200_000 and buffer.batches == len(writes.batches)
+
+
+def test_the_interval_is_read_when_a_buffer_is_made() -> None:
+    with mock.patch.object(accessbuffer, "FLUSH_INTERVAL", 7.0), mock.patch.object(accessbuffer, "FLUSH_CHARS", 9):
+        buffer = AccessBuffer(Writes())
+    assert (buffer._interval, buffer._limit) == (7.0, 9)
+
+
+# ----- through proxy.logs ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def captured() -> Iterator[io.StringIO]:
+    """``configure()`` for real (it replaces the root handlers, pytest's too), its stream swapped for a buffer."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, logging.getLogger("proxy.access").disabled
+    flags = logging.logThreads, logging.logProcesses, logging.logMultiprocessing, logging._srcfile
+    buffer = io.StringIO()
+    yield buffer
+    root.handlers[:], level, logging.getLogger("proxy.access").disabled = saved
+    root.setLevel(level)
+    logging.logThreads, logging.logProcesses, logging.logMultiprocessing, logging._srcfile = flags
+    structlog.reset_defaults()
+
+
+def _install(buffer: io.StringIO, config: LogConfig, worker: int | None = None) -> LogHandler:
+    logs.configure(config, worker=worker)
+    handler = logging.getLogger().handlers[0]
+    assert isinstance(handler, LogHandler)
+    handler.setStream(buffer)
+    return handler
+
+
+def _answer(outcome: str = "HIT") -> LaneAnswer:
+    status = 304 if outcome == "304" else 200
+    body = b"" if status == 304 else b'{"dag_id":"one"}'
+    head = f"HTTP/1.1 {status} OK\r\nETag: {ETAG}\r\nContent-Length: {len(body)}\r\n".encode()
+    return LaneAnswer(head, body, status, "api.dag", outcome, ETAG)
+
+
+def _full_path(answer: LaneAnswer, tail: bytes, headers: dict[str, str]) -> tuple[Any, Any]:
+    """The same request and answer as the full path hands them to the access logger."""
+    request = make_mocked_request("GET", "/api/v2/dags/one?token=" + TOKEN, headers=headers).clone(remote="10.0.0.9")
+    request[NOTE] = RequestNote(answer.route, outcome=answer.outcome, key=answer.etag)
+    response = web.Response(status=answer.status)
+    response._body_length = len(answer.head) + len(tail) + len(answer.body)
+    return request, response
+
+
+HEADERS = [
+    {"Authorization": f"Bearer {TOKEN}"},
+    {
+        "Authorization": f"Bearer {TOKEN}",
+        "X-Request-Id": "req-1",
+        "traceparent": "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01",
+    },
+    {"X-Request-Id": 'forged" "level":"error', "traceparent": "00-x"},
+]
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+async def test_the_lane_and_the_full_path_write_the_same_line(captured: io.StringIO, fmt: str) -> None:
+    handler = _install(captured, LogConfig(level="info", format=cast(Any, fmt)), worker=1)
+    access = AccessLogger(logging.getLogger("proxy.access"), "")
+    assert access._handler is handler  # the direct route: no LogRecord
+    tail = b"Date: Sat, 05 Dec 2026 20:41:26 GMT\r\nServer: x\r\n\r\n"
+    for headers, outcome in zip(HEADERS * 2, ["HIT", "HIT", "HIT", "304", "304", "304"], strict=True):
+        answer = _answer(outcome)
+        request, response = _full_path(answer, tail, headers)
+        with mock.patch("proxy.logs._now", return_value=1_767_225_600.25):
+            access.log_lane(request._message, answer, tail, "10.0.0.9", 0.000123)
+            access.log_lane(request._message, answer, tail, "10.0.0.9", 0.000123)  # its parts kept
+            access.log(request, response, 0.000123)
+            # and the line through logging (an AccessLogger whose line is not written directly)
+            with mock.patch("time.time", return_value=1_767_225_600.25):
+                access._log_record(request, response, 0.000123)
+    handler.flush()
+    lines = captured.getvalue().splitlines()
+    assert len(lines) == 24 and len(handler.lane_parts) == 1
+    for quad in range(0, 24, 4):
+        assert len(set(lines[quad : quad + 4])) == 1, lines[quad : quad + 4]
+    assert TOKEN not in captured.getvalue() and "forged" not in captured.getvalue()
+    if fmt == "json":
+        parsed = [json.loads(line) for line in lines]
+        assert {line["outcome"] for line in parsed} == {"HIT", "304"} and {line["worker"] for line in parsed} == {1}
+        assert parsed[4]["request_id"] == "req-1" and parsed[4]["trace_id"] == "ab" * 16
+
+
+async def test_access_lines_stay_in_order_with_other_lines(captured: io.StringIO) -> None:
+    handler = _install(captured, LogConfig(level="info"))
+    access = AccessLogger(logging.getLogger("proxy.access"), "")
+    answer = _answer()
+    request, _ = _full_path(answer, b"\r\n", {})
+    access.log_lane(request._message, answer, b"\r\n", None, 0.001)
+    access.log_lane(request._message, answer, b"\r\n", None, 0.001)
+    assert captured.getvalue() == ""  # kept for the batch
+    logging.getLogger("proxy.upstream").warning("after two requests")
+    structlog.get_logger("proxy.versions").info("and a structlog line")
+    access.log_lane(request._message, answer, b"\r\n", None, 0.001)
+    logs.flush()  # as serve_proxy does at shutdown
+    loggers = [json.loads(line)["logger"] for line in captured.getvalue().splitlines()]
+    assert loggers == ["proxy.access", "proxy.access", "proxy.upstream", "proxy.versions", "proxy.access"]
+    assert handler.access.batches == 2
+
+
+async def test_logging_shutdown_writes_what_is_kept(captured: io.StringIO) -> None:
+    """What runs at interpreter exit (``logging.shutdown``, registered with atexit) flushes the batch."""
+    handler = _install(captured, LogConfig(level="info"))
+    access = AccessLogger(logging.getLogger("proxy.access"), "")
+    answer = _answer()
+    request, _ = _full_path(answer, b"\r\n", {})
+    access.log_lane(request._message, answer, b"\r\n", None, 0.001)
+    logging.shutdown([lambda: handler])
+    assert json.loads(captured.getvalue())["logger"] == "proxy.access"
+
+
+def test_other_handlers_get_access_lines_through_logging(captured: io.StringIO) -> None:
+    """With a handler other than the one configure() installed (an embedding application, a test's caplog)
+    access lines are records, as before."""
+    _install(captured, LogConfig(level="info"))
+    extra = logging.Handler()
+    for add, remove in (
+        (logging.getLogger().addHandler, logging.getLogger().removeHandler),
+        (logging.getLogger("proxy.access").addHandler, logging.getLogger("proxy.access").removeHandler),
+        (logging.getLogger("proxy").addHandler, logging.getLogger("proxy").removeHandler),
+    ):
+        add(extra)
+        try:
+            assert AccessLogger(logging.getLogger("proxy.access"), "")._handler is None
+        finally:
+            remove(extra)
+    assert AccessLogger(logging.getLogger("proxy.access"), "")._handler is not None
+    assert AccessLogger(logging.getLogger("other.access"), "")._handler is None
+
+
+def test_a_batch_that_cannot_be_written_is_dropped_and_reported(
+    captured: io.StringIO, capsys: pytest.CaptureFixture[str]
+) -> None:
+    handler = _install(captured, LogConfig(level="info"))
+    broken = io.StringIO()
+    broken.close()
+    handler.stream = broken
+    handler.access.add("a line")  # no loop: written (attempted) at once
+    assert handler.access_lost == 1 and len(handler.access) == 0
+    assert "a batch of access lines was lost" in capsys.readouterr().err
