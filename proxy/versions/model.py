@@ -16,7 +16,9 @@ What changes which version:
 * ``definition`` — the DAG's definition fingerprint changed (new or rewritten serialized DAG, new source).
 * ``state`` — the DAG's run/task-instance fingerprint changed, its definition or listing changed (single-DAG
   views embed both), a write through the proxy touched it (:func:`bump`), or ``state_max_age`` elapsed
-  (every DAG's state advances once per that period, the bound for what the incremental queries cannot see).
+  (every DAG's state advances once per that period, the bound for what the incremental queries cannot see;
+  each DAG at its own phase of the period, :func:`state_expired`, so that the views of all DAGs are not
+  re-rendered at the same poll).
 * ``global_version`` — the set of DAGs, any DAG's listing fingerprint, import errors, a bump, or the
   ``state_max_age`` period.
 * everything — the Airflow schema revision changed (an upgrade: new JSON shapes).
@@ -33,6 +35,7 @@ new leader after a failover sees the change again and opens a new (later-ending,
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -114,6 +117,19 @@ def period(now: float, state_max_age: float) -> int:
     return 0 if state_max_age <= 0 else math.floor(now / state_max_age)
 
 
+def state_expired(dag_id: str, previous_poll: float, now: float, state_max_age: float) -> bool:
+    """Whether ``dag_id``'s ``state_max_age`` period ended between the previous poll and this one.
+
+    Each DAG's periods are shifted by a phase derived from its id (the same on every leader), so once per
+    period every DAG's state advances, but spread over the period: after the bound passes, the next fill of
+    each view is one DAG's worth of upstream renders per poll, not every DAG's at once."""
+    if state_max_age <= 0:
+        return False
+    digest = hashlib.blake2b(dag_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    phase = int.from_bytes(digest, "big") / 2**64 * state_max_age
+    return math.floor((now + phase) / state_max_age) != math.floor((previous_poll + phase) / state_max_age)
+
+
 def _global_fingerprint(snapshot: Snapshot) -> str:
     return snapshot.global_extra + "|" + ",".join(f"{k}={v.listing}" for k, v in sorted(snapshot.dags.items()))
 
@@ -176,7 +192,12 @@ def advance(
         # A listing change (paused, tags, next run) also moves the DAG's state: single-DAG views such as
         # /api/v2/dags/{id} and its details embed those fields.
         listing_changed = fingerprint.listing != before.listing
-        if definition_changed or listing_changed or fingerprint.state != before.state or expired:
+        if (
+            definition_changed
+            or listing_changed
+            or fingerprint.state != before.state
+            or state_expired(dag_id, old.polled_at, now, state_max_age)
+        ):
             changed[dag_id] = DagVersion(
                 tick if definition_changed else current.definition,
                 tick,

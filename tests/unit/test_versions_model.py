@@ -89,13 +89,41 @@ def test_schema_upgrade_moves_everything():
 
 
 def test_state_max_age_bounds_what_the_queries_cannot_see():
-    state, _ = advance(None, make_snapshot(BASE), T0, state_max_age=60)
-    same_period, delta = advance(state, make_snapshot(BASE), T0 + 1, state_max_age=60)
+    """With nothing changing in the DB, every DAG's state advances once per state_max_age (its definition
+    never), and the global version once per period."""
+    dags = {f"dag_{i:03d}": ("d1", "s1", "l1") for i in range(100)}
+    state, _ = advance(None, make_snapshot(dags), T0, state_max_age=60)
+    start = state
+    advances = dict.fromkeys(dags, 0)
+    global_moves = 0
+    for second in range(1, 121):  # two periods, one poll per second
+        later, delta = advance(state, make_snapshot(dags), T0 + second, state_max_age=60)
+        for dag_id in delta.changed:
+            advances[dag_id] += 1
+            assert later.map.dags[dag_id].state > state.map.dags[dag_id].state
+        global_moves += delta.global_changed
+        state = later
+    assert set(advances.values()) == {2}
+    assert global_moves == 2
+    assert all(state.map.dags[d].definition == start.map.dags[d].definition for d in dags)
+
+
+def test_state_max_age_spreads_the_dags_over_the_period():
+    """The period's end does not re-key every DAG's views at one poll (all of them missing at once): each DAG
+    has its own phase."""
+    dags = {f"dag_{i:03d}": ("d1", "s1", "l1") for i in range(100)}
+    state, _ = advance(None, make_snapshot(dags), T0, state_max_age=60)
+    largest = 0
+    for second in range(1, 61):
+        state, delta = advance(state, make_snapshot(dags), T0 + second, state_max_age=60)
+        largest = max(largest, len(delta.changed))
+    assert largest <= 10  # 100 DAGs over 60 polls; all at once was 100
+
+
+def test_state_max_age_zero_never_expires():
+    state, _ = advance(None, make_snapshot(BASE), T0, state_max_age=0)
+    later, delta = advance(state, make_snapshot(BASE), T0 + 86_400, state_max_age=0)
     assert delta.empty
-    next_period, delta = advance(same_period, make_snapshot(BASE), T0 + 61, state_max_age=60)
-    assert set(delta.changed) == {"a", "b"}
-    assert all(next_period.map.dags[d].state > state.map.dags[d].state for d in BASE)
-    assert all(next_period.map.dags[d].definition == state.map.dags[d].definition for d in BASE)
 
 
 def test_versions_grow_even_if_the_clock_goes_back():
