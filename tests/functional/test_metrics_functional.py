@@ -258,6 +258,11 @@ async def test_two_workers_are_aggregated_and_a_dead_one_is_dropped(two_workers:
             return (await scrape(client, admin_url)).total("dagcache_requests_total") == requests
 
         await until(all_counted)
+
+        async def all_logged() -> bool:  # access lines are written in batches, at most 0.1 s after the request
+            return sum(_workers_in_access_log(two_workers.log).values()) == requests
+
+        await until(all_logged)
         samples = await scrape(client, admin_url)
         served_by = _workers_in_access_log(two_workers.log)
         assert len(served_by) == 2, served_by  # both workers served some of the requests ...
