@@ -151,7 +151,7 @@ def configure(config: LogConfig, *, worker: int | None = None) -> None:
     """Install the root handler (stderr) for this process, and route structlog loggers through it."""
     global _installed
     if _installed is not None:
-        _installed.flush()
+        _installed.access.flush()  # what the former handler kept (its write reports its own errors)
     handler = LogHandler(sys.stderr, AccessLine(config.format, worker))
     handler.setFormatter(JsonFormatter() if config.format == "json" else TextFormatter())
     if worker is not None:
