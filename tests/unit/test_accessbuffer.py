@@ -106,6 +106,49 @@ async def test_flushes_from_another_thread_lose_and_reorder_nothing() -> None:
     assert buffer.lines == 200_000 and buffer.batches == len(writes.batches)
 
 
+async def test_deferred_lines_are_rendered_when_the_batch_is_written_in_their_place() -> None:
+    writes = Writes()
+    rendered: list[int] = []
+
+    def render(i: int) -> str:
+        rendered.append(i)
+        return f"deferred {i}"
+
+    buffer = AccessBuffer(writes, interval=3600)
+    buffer.add("first")
+    buffer.defer(render, (1,))
+    buffer.add("third")
+    buffer.defer(render, (2,))
+    assert rendered == [] and writes.batches == []
+    buffer.close()
+    assert writes.batches == ["first\ndeferred 1\nthird\ndeferred 2\n"] and rendered == [1, 2]
+
+
+async def test_deferred_lines_are_bounded_too() -> None:
+    writes = Writes()
+    buffer = AccessBuffer(writes, interval=3600)
+    for i in range(3 * accessbuffer.FLUSH_DEFERRED):
+        buffer.defer(str, (i,))
+        assert len(buffer) < accessbuffer.FLUSH_DEFERRED
+    assert [len(batch.splitlines()) for batch in writes.batches] == [accessbuffer.FLUSH_DEFERRED] * 3
+    assert writes.lines == [str(i) for i in range(3 * accessbuffer.FLUSH_DEFERRED)]
+
+
+async def test_a_line_that_cannot_be_rendered_is_left_out_and_reported() -> None:
+    writes = Writes()
+    failures: list[Exception] = []
+    buffer = AccessBuffer(writes, interval=3600, failed=failures.append)
+
+    def broken() -> str:
+        raise AttributeError("no such field")
+
+    buffer.add("before")
+    buffer.defer(broken, ())
+    buffer.add("after")
+    buffer.close()
+    assert writes.lines == ["before", "after"] and [type(exc) for exc in failures] == [AttributeError]
+
+
 def test_the_interval_is_read_when_a_buffer_is_made() -> None:
     with mock.patch.object(accessbuffer, "FLUSH_INTERVAL", 7.0), mock.patch.object(accessbuffer, "FLUSH_CHARS", 9):
         buffer = AccessBuffer(Writes())
@@ -249,3 +292,12 @@ def test_a_batch_that_cannot_be_written_is_dropped_and_reported(
     handler.access.add("a line")  # no loop: written (attempted) at once
     assert handler.access_lost == 1 and len(handler.access) == 0
     assert "a batch of access lines was lost" in capsys.readouterr().err
+
+
+def test_a_line_that_cannot_be_rendered_is_reported(captured: io.StringIO, capsys: pytest.CaptureFixture[str]) -> None:
+    handler = _install(captured, LogConfig(level="info"))
+    access = AccessLogger(logging.getLogger("proxy.access"), "")
+    access.log(cast(Any, object()), cast(Any, object()), 0.001)  # no request or response at all
+    handler.flush()
+    assert handler.access_lost == 1 and captured.getvalue() == ""
+    assert "an access line could not be rendered" in capsys.readouterr().err
