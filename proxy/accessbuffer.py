@@ -31,7 +31,7 @@ FLUSH_INTERVAL = 0.1
 #: A batch is written once its lines hold this many characters (the lines are ASCII in the JSON format).
 FLUSH_CHARS = 64 * 1024
 #: ... or once it holds this many deferred lines (what they hold, e.g. a request, stays alive until then).
-FLUSH_DEFERRED = 1024
+FLUSH_DEFERRED = 256
 #: Characters a deferred line counts for, until it is rendered.
 DEFERRED_CHARS = FLUSH_CHARS // FLUSH_DEFERRED
 

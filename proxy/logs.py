@@ -205,30 +205,35 @@ def _direct(logger: logging.Logger) -> LogHandler | None:
     return handler
 
 
-def _full_path_line(line: AccessLine, now: float, request: BaseRequest, response: StreamResponse, time: float) -> str:
-    """The access line of a request aiohttp answered, logged at ``now``."""
-    note = note_of(request)
-    if note is None:
-        route = outcome = key = None
-    else:
-        route, outcome, key = note.route, note.outcome, note.key
-        if key is not None:
-            key = key.strip('"')
-    headers = request.headers
-    rid = headers.get("X-Request-Id")
+def _full_path_line(
+    line: AccessLine,
+    now: float,
+    method: str,
+    path: str,
+    status: int,
+    seconds: float,
+    size: int,
+    remote: str | None,
+    rid: str | None,
+    route: str | None,
+    outcome: str | None,
+    key: str | None,
+    traceparent: list[str] | None,
+) -> str:
+    """The access line of a request aiohttp answered (:meth:`AccessLogger.log`'s values), logged at ``now``."""
     return line.format(
         now,
-        request.method,
-        request.path[:300],
-        response.status,
-        time,
-        response.body_length,
-        request.remote,
+        method,
+        path,
+        status,
+        seconds,
+        size,
+        remote,
         None if rid is None else request_id(rid),
         route,
         outcome,
-        key,
-        trace_ids(headers.getall("traceparent")) if "traceparent" in headers else None,
+        None if key is None else key.strip('"'),
+        None if traceparent is None else trace_ids(traceparent),
     )
 
 
@@ -261,8 +266,29 @@ class AccessLogger(AbstractAccessLogger):
             self._log_record(request, response, time)
             return
         # Rendered when the batch is written: aiohttp calls this after writing the answer and before it waits
-        # for the connection's next request; a request that arrives meanwhile takes the full path again.
-        handler.access.defer(_full_path_line, (handler.line, _now(), request, response, time))
+        # for the connection's next request; a request that arrives meanwhile takes the full path again. Only
+        # strings and numbers are kept (keeping the request would keep its objects alive into the collector's
+        # oldest generation: full collections, tens of milliseconds each, every few hundred milliseconds).
+        note = note_of(request)
+        headers = request.headers
+        handler.access.defer(
+            _full_path_line,
+            (
+                handler.line,
+                _now(),
+                request.method,
+                request.path[:300],
+                response.status,
+                time,
+                response.body_length,
+                request.remote,
+                headers.get("X-Request-Id"),
+                None if note is None else note.route,
+                None if note is None else note.outcome,
+                None if note is None else note.key,
+                headers.getall("traceparent") if "traceparent" in headers else None,
+            ),
+        )
 
     def log_lane(
         self, message: RawRequestMessage, answer: LaneAnswer, tail: bytes, remote: str | None, time: float

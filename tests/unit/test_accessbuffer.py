@@ -10,6 +10,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any, cast
 from unittest import mock
 
@@ -297,7 +298,8 @@ def test_a_batch_that_cannot_be_written_is_dropped_and_reported(
 def test_a_line_that_cannot_be_rendered_is_reported(captured: io.StringIO, capsys: pytest.CaptureFixture[str]) -> None:
     handler = _install(captured, LogConfig(level="info"))
     access = AccessLogger(logging.getLogger("proxy.access"), "")
-    access.log(cast(Any, object()), cast(Any, object()), 0.001)  # no request or response at all
+    request, _ = _full_path(_answer(), b"\r\n", {})
+    access.log(request, cast(Any, SimpleNamespace(status="not a number", body_length=1)), 0.001)
     handler.flush()
     assert handler.access_lost == 1 and captured.getvalue() == ""
     assert "an access line could not be rendered" in capsys.readouterr().err
