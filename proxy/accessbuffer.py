@@ -15,6 +15,9 @@ Memory is bounded: a batch is written, synchronously, as soon as it is full, and
 is dropped (the writer reports it). Lines are added on the event loop's thread; a flush may come from any thread
 (a log line from a worker thread flushes first): the lines are a ``deque`` (appends and pops are atomic) and
 flushes hold the log handler's lock, the same one its other lines are written under.
+
+Where several processes write to one pipe (``--workers N``), the writer cuts a batch with :func:`pieces`: the
+kernel writes at most ``PIPE_BUF`` (4 KiB) to a pipe without another writer's bytes in the middle.
 """
 
 from __future__ import annotations
@@ -140,3 +143,23 @@ class AccessBuffer:
         if timer is not None:
             timer.cancel()
         self.flush()
+
+
+def pieces(text: str, limit: int) -> list[str]:
+    """``text`` (lines, each ending in a newline) cut at line ends into pieces of at most ``limit`` bytes in UTF-8
+    (a longer line is a piece of its own)."""
+    if len(text) <= limit and (text.isascii() or len(text.encode()) <= limit):
+        return [text]
+    found: list[str] = []
+    piece: list[str] = []
+    size = 0
+    for line in text.splitlines(keepends=True):
+        length = len(line) if line.isascii() else len(line.encode())
+        if piece and size + length > limit:
+            found.append("".join(piece))
+            piece, size = [], 0
+        piece.append(line)
+        size += length
+    if piece:
+        found.append("".join(piece))
+    return found

@@ -30,8 +30,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import stat
 import sys
 import time
+from select import PIPE_BUF
 from typing import Any, TextIO, cast
 
 import structlog
@@ -40,7 +43,7 @@ from aiohttp.http import RawRequestMessage
 from aiohttp.web import BaseRequest, StreamResponse
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from proxy.accessbuffer import AccessBuffer
+from proxy.accessbuffer import AccessBuffer, pieces
 from proxy.accessline import LOGGER, AccessLine, Parts, text_value
 from proxy.config import LogConfig
 from proxy.correlation import request_id, trace_ids
@@ -119,10 +122,13 @@ class LogHandler(logging.StreamHandler):  # type: ignore[type-arg]
     write per batch), and writes them first whenever it writes another line or is flushed, so the log keeps
     the order in which lines were logged."""
 
-    def __init__(self, stream: TextIO, line: AccessLine) -> None:
+    def __init__(self, stream: TextIO, line: AccessLine, *, shared: bool = False) -> None:
+        """``shared``: other processes write to the same stream (``--workers N``)."""
         super().__init__(stream)
         assert self.lock is not None
         self.line = line
+        self._shared = shared
+        self._pipe: tuple[object, bool] = (None, False)  # a stream and whether it is a pipe or a socket
         self.access = AccessBuffer(self._write_access, self.lock, failed=self._access_failed)
         self.access_lost = 0  # lines that could not be rendered or written
         self.lane_parts: dict[str, tuple[str, str, str, int, Parts]] = {}
@@ -135,11 +141,27 @@ class LogHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def _write_access(self, text: str) -> None:
         try:
-            self.stream.write(text)
-            self.stream.flush()
+            stream = self.stream
+            if self._shared and len(text) > PIPE_BUF and self._is_pipe(stream):
+                for piece in pieces(text, PIPE_BUF):  # no other worker's line in the middle of one of ours
+                    stream.write(piece)
+                    stream.flush()
+            else:
+                stream.write(text)
+                stream.flush()
         except Exception:
             self.access_lost += text.count("\n")
             self.handleError(logging.makeLogRecord({"name": LOGGER, "msg": "a batch of access lines was lost"}))
+
+    def _is_pipe(self, stream: TextIO) -> bool:
+        if self._pipe[0] is not stream:
+            try:
+                mode = os.fstat(stream.fileno()).st_mode
+            except (AttributeError, OSError, ValueError):  # io.StringIO, a closed or unusual stream
+                self._pipe = (stream, False)
+            else:
+                self._pipe = (stream, stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode))
+        return self._pipe[1]
 
     def _access_failed(self, exc: Exception) -> None:
         self.access_lost += 1
@@ -162,7 +184,7 @@ def configure(config: LogConfig, *, worker: int | None = None) -> None:
     global _installed
     if _installed is not None:
         _installed.access.flush()  # what the former handler kept (its write reports its own errors)
-    handler = LogHandler(sys.stderr, AccessLine(config.format, worker))
+    handler = LogHandler(sys.stderr, AccessLine(config.format, worker), shared=worker is not None)
     handler.setFormatter(JsonFormatter() if config.format == "json" else TextFormatter())
     if worker is not None:
         handler.addFilter(_WorkerFilter(worker))

@@ -11,8 +11,10 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import aiohttp
 import pytest
@@ -38,8 +40,10 @@ NO_TIMER = [
 
 
 class Serve:
-    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
-        self.proc, self.base, self.log = proc, f"http://127.0.0.1:{port}", log
+    def __init__(
+        self, proc: subprocess.Popen[bytes], port: int, log: Path, copier: threading.Thread | None = None
+    ) -> None:
+        self.proc, self.base, self.log, self.copier = proc, f"http://127.0.0.1:{port}", log, copier
 
     def access_lines(self) -> list[str]:
         return [line for line in self.log.read_text().splitlines() if "proxy.access" in line]
@@ -48,12 +52,14 @@ class Serve:
         """SIGTERM; every access line, each parsed (a torn or merged line fails here)."""
         self.proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(self.proc.wait, 30) == 0, self.log.read_text()[-3000:]
+        if self.copier is not None:
+            await asyncio.to_thread(self.copier.join, 10)
         return [json.loads(line) for line in self.access_lines()]
 
 
 @pytest.fixture
 def serve(request: pytest.FixtureRequest, upstream: UpstreamServer, redis_url: str, tmp_path: Path) -> Iterator[Serve]:
-    command, workers = request.param
+    command, workers, pipe = request.param
     port = free_port()
     config = tmp_path / "config.toml"
     config.write_text(
@@ -64,21 +70,36 @@ def serve(request: pytest.FixtureRequest, upstream: UpstreamServer, redis_url: s
         '[log]\nlevel = "info"\nformat = "json"\n'
     )
     log = tmp_path / "serve.log"
+    copier: threading.Thread | None = None
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [*command, "serve", "--config", str(config)],
             cwd=REPO,
-            stdout=out,
+            stdout=subprocess.PIPE if pipe else out,  # a pipe, as a container runtime reads a container's log
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
+    if pipe:
+        assert proc.stdout is not None
+        copier = threading.Thread(target=_copy, args=(proc.stdout, log))
+        copier.start()
     try:
         wait_port(port, 30)
-        yield Serve(proc, port, log)
+        yield Serve(proc, port, log, copier)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+        if copier is not None:
+            copier.join(10)
+
+
+def _copy(source: IO[bytes], log: Path) -> None:
+    """What ``dagcache serve`` writes to the pipe, into ``log`` as it comes."""
+    with source, log.open("wb") as out:
+        while chunk := os.read(source.fileno(), 65536):
+            out.write(chunk)
+            out.flush()
 
 
 async def _get(client: aiohttp.ClientSession, url: str, **headers: str) -> tuple[int, str, str]:
@@ -91,7 +112,7 @@ def _same_request(line: dict[str, object]) -> dict[str, object]:
     return {k: v for k, v in line.items() if k not in {"ts", "duration_ms"}}
 
 
-@pytest.mark.parametrize("serve", [(NO_TIMER, 1)], indirect=True)
+@pytest.mark.parametrize("serve", [(NO_TIMER, 1, False)], indirect=True)
 async def test_every_line_is_written_at_sigterm_and_the_lane_writes_the_full_paths_line(serve: Serve) -> None:
     sent: list[tuple[str, str]] = []  # path, outcome
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as client:
@@ -131,9 +152,10 @@ async def test_every_line_is_written_at_sigterm_and_the_lane_writes_the_full_pat
     assert TOKEN not in log and "Bearer" not in log
 
 
-@pytest.mark.parametrize("serve", [([sys.executable, "-m", "proxy"], 2)], indirect=True)
+@pytest.mark.parametrize("serve", [([sys.executable, "-m", "proxy"], 2, True)], indirect=True)
 async def test_workers_write_every_line_before_they_exit(serve: Serve) -> None:
-    requests = 300
+    """Two workers and the supervisor write to one pipe: whole lines, none lost at SIGTERM."""
+    requests = 600
     # A new connection per request: the kernel spreads them over both workers.
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as client:
 
@@ -142,8 +164,8 @@ async def test_workers_write_every_line_before_they_exit(serve: Serve) -> None:
                 assert resp.status == 200
                 await resp.read()
 
-        for start in range(0, requests, 20):
-            await asyncio.gather(*(one(i) for i in range(start, start + 20)))
+        for start in range(0, requests, 30):
+            await asyncio.gather(*(one(i) for i in range(start, start + 30)))
     lines = await serve.stop()  # right after the last answer: the last lines are still in the workers' buffers
     assert sorted(str(line["path"]) for line in lines) == sorted(f"/api/v2/dags/dag_{i}" for i in range(requests))
     assert {line["worker"] for line in lines} == {0, 1}

@@ -8,8 +8,10 @@ import asyncio
 import io
 import json
 import logging
+import os
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 from unittest import mock
@@ -303,3 +305,62 @@ def test_a_line_that_cannot_be_rendered_is_reported(captured: io.StringIO, capsy
     handler.flush()
     assert handler.access_lost == 1 and captured.getvalue() == ""
     assert "an access line could not be rendered" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("lines", "limit"),
+    [
+        (["a" * 10] * 3, 100),  # fits: one piece
+        (["a" * 10] * 30, 33),  # 3 lines of 11 bytes a piece
+        (["a" * 10, "b" * 50, "c" * 10], 20),  # a line longer than the limit is a piece of its own
+        (["\u00e9" * 10] * 4, 25),  # 21 bytes in UTF-8 (11 characters) a line
+        ([str(i) * (i % 97 + 1) for i in range(2000)], 4096),
+    ],
+)
+def test_pieces_are_whole_lines_within_the_limit(lines: list[str], limit: int) -> None:
+    text = "".join(line + "\n" for line in lines)
+    found = accessbuffer.pieces(text, limit)
+    assert "".join(found) == text
+    for piece in found:
+        assert piece.endswith("\n")
+        assert len(piece.encode()) <= limit or piece.count("\n") == 1
+
+
+class _PipeSpy(io.StringIO):
+    """A text stream on a pipe (for ``fstat``) that records each write."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.fd = fd
+        self.writes: list[str] = []
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return len(text)
+
+
+@pytest.mark.parametrize(("shared", "pipe"), [(True, True), (False, True), (True, False)])
+async def test_workers_write_to_a_pipe_in_pieces_the_kernel_keeps_whole(
+    captured: io.StringIO, tmp_path: Path, shared: bool, pipe: bool
+) -> None:
+    handler = _install(captured, LogConfig(level="info"), worker=0 if shared else None)
+    read, write = os.pipe()
+    file = os.open(tmp_path / "log", os.O_WRONLY | os.O_CREAT)
+    try:
+        spy = _PipeSpy(write if pipe else file)
+        handler.setStream(spy)
+        lines = [f"line {i} " + "x" * 200 for i in range(100)]  # 21 KB: one batch
+        for line in lines:
+            handler.access.add(line)
+        handler.flush()
+    finally:
+        for fd in (read, write, file):
+            os.close(fd)
+    assert "".join(spy.writes).splitlines() == lines
+    if shared and pipe:
+        assert len(spy.writes) == 6 and all(len(piece) <= 4096 and piece.endswith("\n") for piece in spy.writes)
+    else:
+        assert len(spy.writes) == 1
