@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -25,8 +24,9 @@ from proxy import accessbuffer, logs
 from proxy.accessbuffer import AccessBuffer
 from proxy.config import LogConfig
 from proxy.hitwire import LaneAnswer
-from proxy.logs import AccessLogger, LogHandler
+from proxy.logs import AccessLogger
 from proxy.metrics import NOTE, RequestNote
+from tests.unit.conftest import install_logging
 
 ETAG = '"d41d8cd98f00b204e9800998ecf8427e"'
 TOKEN = "eyJhbGciOiJIUzUxMiJ9.c2VjcmV0LXRva2Vu.c2ln"
@@ -161,28 +161,6 @@ def test_the_interval_is_read_when_a_buffer_is_made() -> None:
 # ----- through proxy.logs ----------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def captured() -> Iterator[io.StringIO]:
-    """``configure()`` for real (it replaces the root handlers, pytest's too), its stream swapped for a buffer."""
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level, logging.getLogger("proxy.access").disabled
-    flags = logging.logThreads, logging.logProcesses, logging.logMultiprocessing, logging._srcfile
-    buffer = io.StringIO()
-    yield buffer
-    root.handlers[:], level, logging.getLogger("proxy.access").disabled = saved
-    root.setLevel(level)
-    logging.logThreads, logging.logProcesses, logging.logMultiprocessing, logging._srcfile = flags
-    structlog.reset_defaults()
-
-
-def _install(buffer: io.StringIO, config: LogConfig, worker: int | None = None) -> LogHandler:
-    logs.configure(config, worker=worker)
-    handler = logging.getLogger().handlers[0]
-    assert isinstance(handler, LogHandler)
-    handler.setStream(buffer)
-    return handler
-
-
 def _answer(outcome: str = "HIT") -> LaneAnswer:
     status = 304 if outcome == "304" else 200
     body = b"" if status == 304 else b'{"dag_id":"one"}'
@@ -212,7 +190,7 @@ HEADERS = [
 
 @pytest.mark.parametrize("fmt", ["json", "text"])
 async def test_the_lane_and_the_full_path_write_the_same_line(captured: io.StringIO, fmt: str) -> None:
-    handler = _install(captured, LogConfig(level="info", format=cast(Any, fmt)), worker=1)
+    handler = install_logging(captured, LogConfig(level="info", format=cast(Any, fmt)), worker=1)
     access = AccessLogger(logging.getLogger("proxy.access"), "")
     assert access._handler is handler  # the direct route: no LogRecord
     tail = b"Date: Sat, 05 Dec 2026 20:41:26 GMT\r\nServer: x\r\n\r\n"
@@ -239,7 +217,7 @@ async def test_the_lane_and_the_full_path_write_the_same_line(captured: io.Strin
 
 
 async def test_access_lines_stay_in_order_with_other_lines(captured: io.StringIO) -> None:
-    handler = _install(captured, LogConfig(level="info"))
+    handler = install_logging(captured, LogConfig(level="info"))
     access = AccessLogger(logging.getLogger("proxy.access"), "")
     answer = _answer()
     request, _ = _full_path(answer, b"\r\n", {})
@@ -257,7 +235,7 @@ async def test_access_lines_stay_in_order_with_other_lines(captured: io.StringIO
 
 async def test_logging_shutdown_writes_what_is_kept(captured: io.StringIO) -> None:
     """What runs at interpreter exit (``logging.shutdown``, registered with atexit) flushes the batch."""
-    handler = _install(captured, LogConfig(level="info"))
+    handler = install_logging(captured, LogConfig(level="info"))
     access = AccessLogger(logging.getLogger("proxy.access"), "")
     answer = _answer()
     request, _ = _full_path(answer, b"\r\n", {})
@@ -269,7 +247,7 @@ async def test_logging_shutdown_writes_what_is_kept(captured: io.StringIO) -> No
 def test_other_handlers_get_access_lines_through_logging(captured: io.StringIO) -> None:
     """With a handler other than the one configure() installed (an embedding application, a test's caplog)
     access lines are records, as before."""
-    _install(captured, LogConfig(level="info"))
+    install_logging(captured, LogConfig(level="info"))
     extra = logging.Handler()
     for add, remove in (
         (logging.getLogger().addHandler, logging.getLogger().removeHandler),
@@ -288,7 +266,7 @@ def test_other_handlers_get_access_lines_through_logging(captured: io.StringIO) 
 def test_a_batch_that_cannot_be_written_is_dropped_and_reported(
     captured: io.StringIO, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    handler = _install(captured, LogConfig(level="info"))
+    handler = install_logging(captured, LogConfig(level="info"))
     broken = io.StringIO()
     broken.close()
     handler.stream = broken
@@ -298,7 +276,7 @@ def test_a_batch_that_cannot_be_written_is_dropped_and_reported(
 
 
 def test_a_line_that_cannot_be_rendered_is_reported(captured: io.StringIO, capsys: pytest.CaptureFixture[str]) -> None:
-    handler = _install(captured, LogConfig(level="info"))
+    handler = install_logging(captured, LogConfig(level="info"))
     access = AccessLogger(logging.getLogger("proxy.access"), "")
     request, _ = _full_path(_answer(), b"\r\n", {})
     access.log(request, cast(Any, SimpleNamespace(status="not a number", body_length=1)), 0.001)
@@ -346,7 +324,7 @@ class _PipeSpy(io.StringIO):
 async def test_workers_write_to_a_pipe_in_pieces_the_kernel_keeps_whole(
     captured: io.StringIO, tmp_path: Path, shared: bool, pipe: bool
 ) -> None:
-    handler = _install(captured, LogConfig(level="info"), worker=0 if shared else None)
+    handler = install_logging(captured, LogConfig(level="info"), worker=0 if shared else None)
     read, write = os.pipe()
     file = os.open(tmp_path / "log", os.O_WRONLY | os.O_CREAT)
     try:

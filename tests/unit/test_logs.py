@@ -6,7 +6,6 @@ import io
 import json
 import logging
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,8 @@ import structlog
 
 from proxy.config import LogConfig
 from proxy.correlation import MAX_REQUEST_ID, request_id, trace_ids
-from proxy.logs import JsonFormatter, TextFormatter, configure
+from proxy.logs import JsonFormatter, TextFormatter
+from tests.unit.conftest import install_logging
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 AWS_ID = "Root=1-67891233-abcdef012345678912345678;Parent=53995c3f42cd8ad8"
@@ -58,29 +58,8 @@ def test_text_line_for_humans():
     assert text.startswith("2026-01-01T00:00:00.250Z INFO proxy.access failed\nTraceback")
 
 
-@pytest.fixture
-def captured() -> Iterator[io.StringIO]:
-    """``configure()`` for real, with the root handler's stream swapped for a buffer; the root logger restored."""
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level, logging.getLogger("proxy.access").disabled
-    flags = logging.logThreads, logging.logProcesses, logging.logMultiprocessing, logging._srcfile
-    buffer = io.StringIO()
-    yield buffer
-    root.handlers[:], level, logging.getLogger("proxy.access").disabled = saved
-    root.setLevel(level)
-    logging.logThreads, logging.logProcesses, logging.logMultiprocessing, logging._srcfile = flags
-    structlog.reset_defaults()
-
-
-def _install(buffer: io.StringIO, config: LogConfig, worker: int | None = None) -> None:
-    configure(config, worker=worker)
-    handler = logging.getLogger().handlers[0]
-    assert isinstance(handler, logging.StreamHandler)
-    handler.setStream(buffer)
-
-
 def test_stdlib_and_structlog_loggers_write_the_same_lines(captured: io.StringIO):
-    _install(captured, LogConfig(level="info"), worker=1)
+    install_logging(captured, LogConfig(level="info"), worker=1)
     logging.getLogger("proxy.upstream").warning("upstream failed: %s", "GET /x", extra={"status": 502})
     structlog.get_logger("proxy.versions").info("polled", dags=3)
     structlog.get_logger("proxy.versions").debug("below the level")
@@ -93,7 +72,7 @@ def test_stdlib_and_structlog_loggers_write_the_same_lines(captured: io.StringIO
 
 
 def test_level_and_access_log_switch(captured: io.StringIO):
-    _install(captured, LogConfig(level="warning", format="text", access_log=False))
+    install_logging(captured, LogConfig(level="warning", format="text", access_log=False))
     logging.getLogger("proxy.access").warning("not written: the access log is off")
     logging.getLogger("proxy.x").info("not written: below the level")
     logging.getLogger("proxy.x").error("written")
