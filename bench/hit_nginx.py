@@ -52,11 +52,11 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench.hit_path import VIEWS, statements
+from bench.hit_path import VIEWS, dagcache_config, dagcache_serve, statements
 from proxy.bench.cpu import CpuMeter
 from proxy.bench.nginx import Nginx, find_nginx, nginx_version
 from tests.airflow.harness import AirflowInstance
-from tests.servers import free_port, postgres_server, redis_server, wait_port
+from tests.servers import free_port, postgres_server, redis_server
 
 SERVER_CPU = 0
 WRK_CPU = 1
@@ -295,28 +295,9 @@ def dagcache_worker(airflow: AirflowInstance, redis_url: str, workdir: Path, ext
     port, admin = free_port(), free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "dagcache.toml"
-    config.write_text(
-        f'[server]\nhost = "127.0.0.1"\nport = {port}\nworkers = 1\n'
-        f'[admin]\nhost = "127.0.0.1"\nport = {admin}\n'
-        f'[upstream]\nurl = "{airflow.base_url}"\n'
-        f'[database]\nurl = "{airflow.db_url}"\n'
-        f'[redis]\nurl = "{redis_url}"\n'
-        '[log]\nlevel = "warning"\naccess_log = false\n'
-    )
-    if extra:
-        config.write_text(_merge_toml(config.read_text(), extra))
-    dagcache = shutil.which("dagcache") or str(Path(sys.executable).with_name("dagcache"))
-    command = ["taskset", "-c", str(SERVER_CPU), dagcache, "serve", "--config", str(config)]
-    proc = subprocess.Popen(command, stderr=(workdir / "dagcache.log").open("w"))
-    try:
-        wait_port(port, timeout=60)
-        yield f"http://127.0.0.1:{port}", proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    config.write_text(_merge_toml(dagcache_config(airflow, redis_url, port, admin), extra))
+    with dagcache_serve(config, port, workdir / "dagcache.log", ("taskset", "-c", str(SERVER_CPU))) as pid:
+        yield f"http://127.0.0.1:{port}", pid
 
 
 def _merge_toml(base: str, extra: str) -> str:

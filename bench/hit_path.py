@@ -215,11 +215,9 @@ def statements(db_url: str) -> int:
 # ----- the stack ----------------------------------------------------------------------------------------
 
 
-@contextmanager
-def dagcache_proxy(airflow: AirflowInstance, redis_url: str, workdir: Path) -> Iterator[str]:
-    port, admin = free_port(), free_port()
-    config = workdir / "dagcache.toml"
-    config.write_text(
+def dagcache_config(airflow: AirflowInstance, redis_url: str, port: int, admin: int) -> str:
+    """The benchmarks' ``dagcache serve`` configuration: one worker in front of ``airflow``, access log off."""
+    return (
         f'[server]\nhost = "127.0.0.1"\nport = {port}\nworkers = 1\n'
         f'[admin]\nhost = "127.0.0.1"\nport = {admin}\n'
         f'[upstream]\nurl = "{airflow.base_url}"\n'
@@ -227,17 +225,31 @@ def dagcache_proxy(airflow: AirflowInstance, redis_url: str, workdir: Path) -> I
         f'[redis]\nurl = "{redis_url}"\n'
         '[log]\nlevel = "warning"\naccess_log = false\n'
     )
+
+
+@contextmanager
+def dagcache_serve(config: Path, port: int, log: Path, prefix: tuple[str, ...] = ()) -> Iterator[int]:
+    """``dagcache serve --config config`` (after ``prefix``, e.g. ``taskset``) until the block ends; its pid."""
     dagcache = shutil.which("dagcache") or str(Path(sys.executable).with_name("dagcache"))
-    proc = subprocess.Popen([dagcache, "serve", "--config", str(config)], stderr=(workdir / "dagcache.log").open("w"))
+    proc = subprocess.Popen([*prefix, dagcache, "serve", "--config", str(config)], stderr=log.open("w"))
     try:
         wait_port(port, timeout=60)
-        yield f"http://127.0.0.1:{port}"
+        yield proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@contextmanager
+def dagcache_proxy(airflow: AirflowInstance, redis_url: str, workdir: Path) -> Iterator[str]:
+    port, admin = free_port(), free_port()
+    config = workdir / "dagcache.toml"
+    config.write_text(dagcache_config(airflow, redis_url, port, admin))
+    with dagcache_serve(config, port, workdir / "dagcache.log"):
+        yield f"http://127.0.0.1:{port}"
 
 
 def measure(
