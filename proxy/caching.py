@@ -42,8 +42,8 @@ from proxy.forwarding import BYPASS_HEADER
 from proxy.hitwire import LaneAnswer, serialize_head
 from proxy.metrics import note_fill
 from proxy.negotiate import choose
-from proxy.policy import Cacheable, PassThrough, decide, is_storable, write_effects
-from proxy.requests import Reject, Target, normalize_target, split_target
+from proxy.policy import Cacheable, PassThrough, WriteEffect, decide, is_storable, write_effects
+from proxy.requests import Target, normalize_target, split_target
 from proxy.routes import RouteTable
 from proxy.scope import RoleMode, Scope, TokenMemo, scope_for
 from proxy.upstream import Fetched, Upstream
@@ -278,13 +278,18 @@ class CacheLayer:
             if self._auth2.observe(request.method, path, request.headers.items(), time.time()):
                 self._hot.clear()  # a reused decision must not outlive the drop
 
-        async def bump(status: int) -> None:  # before the answer ends: the client's next read sees it
-            await self._after_write(request, status)
-
-        # Only a write that may bump versions waits for the bump (its small answer is buffered for that).
+        # Only a write that bumps versions waits for the bump (its small answer is buffered for that): the client may
+        # send its next read as soon as the answer is complete.
         target = split_target(request.raw_path, self._base_path) if request.method not in _READS else None
-        bumps = isinstance(target, Target) and write_effects(request.method, target.path, 200) is not None
-        return await self._upstream.relay(request, (("X-Cache", "BYPASS"),), before_eof=bump if bumps else None)
+        effect = write_effects(request.method, target.path, 200) if isinstance(target, Target) else None
+        if effect is None:
+            return await self._upstream.relay(request, (("X-Cache", "BYPASS"),))
+
+        async def bump(status: int) -> None:
+            if 200 <= status < 300:
+                await self._bump(effect)
+
+        return await self._upstream.relay(request, (("X-Cache", "BYPASS"),), before_eof=bump)
 
     async def _lookup(self, rendered: str) -> CachedResponse | None:
         """The entry under ``rendered`` from L1, else from the shared store (copied into L1); Redis errors
@@ -521,16 +526,10 @@ class CacheLayer:
         self._lane_answers[memo_key] = (entry, answer)
         return answer
 
-    async def _after_write(self, request: web.Request, status: int) -> None:
+    async def _bump(self, effect: WriteEffect) -> None:
         """Read-your-writes: a successful write through the proxy bumps what it changed, at once."""
-        if request.method in _READS or not 200 <= status < 300:
-            return
-        target = split_target(request.raw_path, self._base_path)
-        if isinstance(target, Reject):
-            return
-        effect = write_effects(request.method, target.path, status)
         current = self._versions.current
-        if effect is None or current is None:
+        if current is None:
             return
         dag_ids = list(current.dags) if effect.dag_id is None else [effect.dag_id]
         await self._versions.bump(dag_ids, listing=effect.listing)
